@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv if missing, install, train the `quick` preset (the main job)
+#   make test   create .venv if missing, install, run the test suite (offline, ~minutes on 2 CPU cores)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+RUN    ?= runs/quick-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: demo test test-slow test-all data bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package where we are root on Debian; elsewhere `alexnet` finds or downloads it.
+data:
+	@if [ ! -d $(FMNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
+	  echo "note: could not install dataset-fashion-mnist; tests that need the real data will be skipped"; \
+	fi
+
+demo: $(STAMP) data
+	$(BIN)/alexnet train --preset quick --out $(RUN)
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP) data
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP) data
+	$(BIN)/python -m pytest -q -m ''
+
+bench: $(STAMP) data
+	$(BIN)/alexnet bench --model d2l --baseline --steps 5
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,5 @@
+"""Per-layer analysis: output shapes, parameters, FLOPs and activation memory."""
+
+from alexnet.analysis.summary import LayerRow, Summary, format_summary, summarize
+
+__all__ = ["LayerRow", "Summary", "format_summary", "summarize"]
