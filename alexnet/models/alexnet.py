@@ -22,7 +22,7 @@ from alexnet.errors import AlexNetError
 from alexnet.models.lrn import LocalResponseNorm
 
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-INITS = ("paper", "xavier", "default")
+INITS = ("paper", "xavier", "kaiming", "default")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class AlexNet(nn.Module):
     `activation` (relu | tanh | sigmoid), `lrn` (LocalResponseNorm after the `lrn_slot` layers), `dropout` (p of
     the two hidden-FC dropouts), `overlapping_pool` (3x3 stride 2 as in the paper, else 2x2 stride 2),
     `two_column` (groups=2 on the `column_split` layers), `remove_conv` (1-based index of a conv layer to drop,
-    its pooling kept: the paper's depth ablation), `init` (paper | xavier | default).
+    its pooling kept: the paper's depth ablation), `init` (paper | xavier | kaiming | default).
     """
 
     def __init__(self, convs: Sequence[ConvSpec], hidden: Sequence[int], *, num_classes: int, in_channels: int,
@@ -114,6 +114,8 @@ class AlexNet(nn.Module):
 def initialise(model: nn.Module, init: str) -> None:
     """`paper`: weights ~ N(0, 0.01), biases 1 in conv2, conv4, conv5 and the hidden FC layers, else 0 (section 5).
     `xavier`: Xavier-uniform weights, as d2l's `train_ch6` does (biases keep PyTorch's default).
+    `kaiming`: He-normal weights for ReLU (fan_out, as torchvision's VGG), zero biases: keeps the activation scale
+    through a deep plain net, which PyTorch's default (a variance-shrinking uniform) does not.
     `default`: PyTorch's own initialisation, as torchvision's AlexNet."""
     for module in model.modules():
         if not isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -123,6 +125,9 @@ def initialise(model: nn.Module, init: str) -> None:
             nn.init.constant_(module.bias, getattr(module, "paper_bias", 0.0))
         elif init == "xavier":
             nn.init.xavier_uniform_(module.weight)
+        elif init == "kaiming":
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
 
 
 def _check_options(name, convs, num_classes, in_channels, activation, dropout, init, remove_conv) -> None:

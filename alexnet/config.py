@@ -1,0 +1,260 @@
+"""Typed run configuration: preset file (YAML) -> CLI overrides -> validated `Config`, dumped with the run.
+
+A preset is a YAML file in `alexnet/presets/` with four sections (`model`, `data`, `optim`, `train`); every key
+is a field below, except `model`, whose keys other than `name` are passed to `create_model` as options.
+Overrides use dotted keys: `--set optim.lr=0.05 --set model.dropout=0.3` (values parsed as YAML).
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alexnet.errors import AlexNetError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DATASETS = ("fashion-mnist", "cifar10", "folder")
+SCHEDULES = ("constant", "step", "plateau", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small"
+    options: dict[str, Any] = field(default_factory=dict)  # keyword options of create_model(name, ...)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"   # fashion-mnist | cifar10 | folder
+    data_dir: str | None = None      # None: $ALEXNET_DATA, the user cache, Debian's dataset package
+    download: bool = False           # fetch (checksummed) when not found
+    input_size: int = 28             # side of the square image the model sees, px
+    train_augment: list[dict] = field(default_factory=list)  # on-device ops in order, see alexnet.data.augment
+    eval_augment: list[dict] = field(default_factory=list)   # deterministic ops for evaluation (e.g. center_crop)
+    image_size: int = 256            # folder datasets: decoded to image_size x image_size (the paper: 256)
+    workers: int = 4                 # folder datasets: decoding processes
+    skip_bad_files: bool = False     # folder datasets: skip undecodable files with a warning instead of failing
+    train_subset: int = 0            # use only the first N training images (0 = all): quick tests, small budgets
+    test_subset: int = 0             # likewise for the test set
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01                 # peak learning rate for `batch_size` images per step
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4       # L2 on all parameters, as the paper (biases included)
+    schedule: str = "constant"       # constant | step | plateau | cosine | onecycle
+    warmup_epochs: float = 0.0       # linear warm-up from 0 (cosine, onecycle, step, constant)
+    step_epochs: int = 30            # step: divide by 10 every step_epochs
+    plateau_patience: int = 1        # plateau: epochs without test-accuracy gain before dividing by 10
+    plateau_max_drops: int = 3       # plateau: the paper divided the rate by 10 three times
+    final_lr_fraction: float = 0.0   # cosine / onecycle: lr at the end as a fraction of the peak
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0           # max global gradient norm; 0 = off
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128            # global: split across ranks under torchrun
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"          # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
+    channels_last: bool = False
+    compile: bool = False            # torch.compile the model
+    deterministic: bool = False      # torch.use_deterministic_algorithms (slower on GPU)
+    threads: int = 0                 # CPU intra-op threads; 0 = torch's default (one per core)
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
+    drop_last: bool = True           # drop the last incomplete training batch of each epoch
+
+
+@dataclass
+class Config:
+    preset: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = {"name": self.model.name, **self.model.options}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        d = dict(d)
+        unknown = set(d) - {"preset", "model", "data", "optim", "train"}
+        if unknown:
+            raise AlexNetError(f"unknown config section {', '.join(sorted(unknown))}; "
+                               "sections: model, data, optim, train")
+        model = dict(d.get("model") or {})
+        cfg = cls(preset=str(d.get("preset", "custom")),
+                  model=ModelConfig(name=model.pop("name", "small"), options=model))
+        for section in ("data", "optim", "train"):
+            for key, value in (d.get(section) or {}).items():
+                _assign(cfg, f"{section}.{key}", value)
+        return cfg
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> Config:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise AlexNetError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
+    data = yaml.safe_load(path.read_text()) or {}
+    data["preset"] = name
+    return Config.from_dict(data)
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Apply dotted-key overrides (`optim.lr`, `model.dropout`) in place and return cfg."""
+    for key, value in overrides.items():
+        if key.startswith("model."):
+            option = key.split(".", 1)[1]
+            if option == "name":
+                cfg.model.name = str(value)
+            else:
+                cfg.model.options[option] = value
+        else:
+            _assign(cfg, key, value)
+    return cfg
+
+
+def _assign(cfg: Config, key: str, value: Any) -> None:
+    section_name, _, name = key.partition(".")
+    section = getattr(cfg, section_name, None) if section_name in ("data", "optim", "train") else None
+    fields = {f.name: f for f in dataclasses.fields(section)} if section is not None else {}
+    if name not in fields:
+        valid = [f"{s}.{f.name}" for s in ("data", "optim", "train") for f in dataclasses.fields(getattr(cfg, s))]
+        raise AlexNetError(f"unknown config key {key!r}; keys: model.<option>, {', '.join(valid)}")
+    setattr(section, name, _coerce(key, value, fields[name].type, getattr(section, name)))
+
+
+def _coerce(key: str, value: Any, annotation, current: Any) -> Any:
+    """YAML and the command line give strings for some numbers ('5e-4' is a string in YAML 1.1)."""
+    text = getattr(annotation, "__name__", None) or str(annotation)  # int -> "int", str | None -> "str | None"
+    if value is None and "None" in text:
+        return None
+    try:
+        if text.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if text.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if text.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if text.startswith("str"):
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+        if text.startswith("list"):
+            if not isinstance(value, list):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise AlexNetError(f"{key} must be {text.split('[')[0].replace(' | None', '')}, got {value!r}")
+
+
+def validate(cfg: Config) -> Config:
+    """Every check that can fail before any work starts; each failure is one line."""
+    d, o, t = cfg.data, cfg.optim, cfg.train
+    checks = [
+        (d.dataset in DATASETS, f"data.dataset must be one of {', '.join(DATASETS)}, got {d.dataset!r}"),
+        (d.input_size >= 1, f"data.input_size must be >= 1, got {d.input_size}"),
+        (d.image_size >= 1, f"data.image_size must be >= 1, got {d.image_size}"),
+        (d.workers >= 0, f"data.workers must be >= 0, got {d.workers}"),
+        (d.train_subset >= 0 and d.test_subset >= 0, "data.train_subset / test_subset must be >= 0"),
+        (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+        (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
+        (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
+        (o.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}"),
+        (o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}"),
+        (o.step_epochs >= 1, f"optim.step_epochs must be >= 1, got {o.step_epochs}"),
+        (o.plateau_patience >= 0 and o.plateau_max_drops >= 0, "optim.plateau_* must be >= 0"),
+        (0 <= o.final_lr_fraction <= 1, f"optim.final_lr_fraction must be in [0, 1], got {o.final_lr_fraction}"),
+        (0 <= o.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}"),
+        (o.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {o.grad_clip}"),
+        (not o.nesterov or o.momentum > 0, "optim.nesterov needs optim.momentum > 0"),
+        (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
+        (t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}"),
+        (t.seed >= 0, f"train.seed must be >= 0, got {t.seed}"),
+        (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),
+        (t.threads >= 0, f"train.threads must be >= 0, got {t.threads}"),
+        (t.checkpoint_every_steps >= 0, f"train.checkpoint_every_steps must be >= 0"),
+        (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+         f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise AlexNetError(message)
+    for reserved in ("input_size", "in_channels"):
+        if reserved in cfg.model.options:
+            raise AlexNetError(f"model.{reserved} follows the data section (data.input_size, data.dataset)")
+    build_model(cfg, _probe=True)  # unknown model, option or a too-small input fail here
+    from alexnet.data.pipeline import Stats, build_pipeline  # op names and parameters fail here
+
+    channels = dataset_channels(cfg)
+    eye = tuple(tuple(float(i == j) for j in range(3)) for i in range(3))
+    stats = Stats(mean=(0.5,) * channels, std=(0.5,) * channels,
+                  eigval=(1.0,) * 3 if channels == 3 else None, eigvec=eye if channels == 3 else None)
+    build_pipeline(d.train_augment, input_size=d.input_size, stats=stats)
+    build_pipeline(d.eval_augment, input_size=d.input_size, stats=stats)
+    return cfg
+
+
+def dataset_channels(cfg: Config) -> int:
+    return 1 if cfg.data.dataset == "fashion-mnist" else 3
+
+
+def build_model(cfg: Config, num_classes: int | None = None, _probe: bool = False):
+    """The model a config describes; input channels and size follow the data section."""
+    from alexnet.models import create_model
+
+    options = {"in_channels": dataset_channels(cfg), "input_size": cfg.data.input_size, **cfg.model.options}
+    if num_classes is not None:
+        options.setdefault("num_classes", num_classes)
+    elif cfg.data.dataset in ("fashion-mnist", "cifar10"):
+        options.setdefault("num_classes", 10)
+    if _probe:  # validation only: the meta device allocates nothing, even for the 60 M-parameter paper net
+        import torch
+        with torch.device("meta"):
+            return create_model(cfg.model.name, **options)
+    return create_model(cfg.model.name, **options)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def resolve(preset: str | None, overrides: dict[str, Any], out: Path | None = None,
+            resume: bool = False) -> Config:
+    """Preset file, or the run folder's own config when resuming without a preset, then the overrides."""
+    if preset is None and resume and out is not None and (Path(out) / "config.yaml").exists():
+        cfg = load_config(Path(out) / "config.yaml")
+    elif preset is None:
+        raise AlexNetError("name a preset with --preset (" + ", ".join(list_presets()) + ")")
+    else:
+        cfg = load_preset(preset)
+    return apply_overrides(cfg, overrides)
+
+
+def load_config(path: Path) -> Config:
+    return Config.from_dict(yaml.safe_load(Path(path).read_text()))

@@ -1,0 +1,121 @@
+"""`load_dataset(name, split)`: Fashion-MNIST (the d2l chapter 7.1 setting), CIFAR-10, or an ImageNet-style folder
+(the paper's setting), found on disk along a fixed search path or downloaded with a checksum on request.
+
+Search order, first hit wins: `data_dir`, `$ALEXNET_DATA`, the user cache (`$ALEXNET_CACHE`, else
+`~/.cache/alexnet`), then for Fashion-MNIST Debian's `dataset-fashion-mnist` package. Downloads go to the cache."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alexnet.data import cifar, idx
+from alexnet.data.download import download as fetch
+from alexnet.data.folder import FolderDataset
+from alexnet.errors import AlexNetError
+
+DATASETS = ("fashion-mnist", "cifar10", "folder")
+SPLITS = ("train", "test")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # installed by `apt-get install dataset-fashion-mnist`
+FASHION_MNIST_SUBDIRS = ("", "fashion-mnist", "FashionMNIST/raw")  # our layout, then torchvision's
+
+
+@dataclass
+class Dataset:
+    """A whole split held in memory: small enough (Fashion-MNIST 47 MB, CIFAR-10 150 MB) to live on the GPU."""
+    images: torch.Tensor  # uint8 (N, C, H, W), contiguous, CPU
+    labels: torch.Tensor  # int64 (N,)
+    classes: list[str]    # class names, index = label
+    name: str             # "fashion-mnist" | "cifar10" | "folder"
+    split: str            # "train" | "test"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def cache_dir() -> Path:
+    """Where downloads go: `$ALEXNET_CACHE`, else `~/.cache/alexnet`."""
+    return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet").expanduser()
+
+
+def search_roots(data_dir: str | Path | None) -> list[Path]:
+    """`data_dir`, then `$ALEXNET_DATA`: the user-chosen places, in priority order."""
+    roots = [data_dir, os.environ.get("ALEXNET_DATA") or None]
+    return [Path(r).expanduser() for r in roots if r is not None and str(r) != ""]
+
+
+def fashion_mnist_dirs(data_dir: str | Path | None = None) -> list[Path]:
+    """Every directory `load_dataset("fashion-mnist", ...)` looks in, in order."""
+    dirs = [root / sub for root in search_roots(data_dir) for sub in FASHION_MNIST_SUBDIRS]
+    dirs += [cache_dir() / sub for sub in FASHION_MNIST_SUBDIRS[1:]]
+    return dirs + [DEBIAN_FASHION_MNIST]
+
+
+def load_dataset(name: str, split: str, data_dir: str | Path | None = None, download: bool = False, *,
+                 image_size: int = 256, skip_bad_files: bool = False) -> Dataset | FolderDataset:
+    """Load one split. `image_size` and `skip_bad_files` apply to image folders only (which are never downloaded);
+    a folder's files are decoded lazily, call `FolderDataset.verify()` before training."""
+    if name not in DATASETS:
+        raise AlexNetError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise AlexNetError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    if name == "fashion-mnist":
+        return _load_fashion_mnist(split, data_dir, download)
+    if name == "cifar10":
+        return _load_cifar10(split, data_dir, download)
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+        raise AlexNetError(f"image_size must be a positive number of pixels, got {image_size!r}")
+    roots = search_roots(data_dir)
+    if not roots:
+        raise AlexNetError("dataset 'folder' needs --data-dir DIR (or $ALEXNET_DATA) holding train/ and val/")
+    return FolderDataset(roots[0], split, image_size=image_size, skip_bad_files=skip_bad_files)
+
+
+def _load_fashion_mnist(split: str, data_dir, download: bool) -> Dataset:
+    directory = next((d for d in fashion_mnist_dirs(data_dir) if idx.has_fashion_mnist(d, split)), None)
+    if directory is None and download:
+        directory = cache_dir() / "fashion-mnist"
+        for stem in idx.FASHION_MNIST_FILES[split]:
+            if idx.find_idx_file(directory, stem) is None:
+                file = f"{stem}.gz"
+                fetch([m + file for m in idx.FASHION_MNIST_MIRRORS], directory / file, idx.FASHION_MNIST_MD5[file])
+    if directory is None:
+        looked = ", ".join(str(r) for r in search_roots(data_dir) + [cache_dir()])
+        raise AlexNetError(f"Fashion-MNIST {split} files not found (looked in {looked}, their fashion-mnist/ and "
+                           f"FashionMNIST/raw/ subfolders, and {DEBIAN_FASHION_MNIST}); pass --download to fetch "
+                           f"them into {cache_dir() / 'fashion-mnist'}, or `apt-get install dataset-fashion-mnist`, "
+                           f"or point --data-dir at a folder holding {idx.FASHION_MNIST_FILES[split][0]}[.gz]")
+    images, labels = idx.read_fashion_mnist(directory, split)
+    # (N, 28, 28) -> (N, 1, 28, 28): one grey channel; unsqueeze of a contiguous tensor stays contiguous.
+    return Dataset(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long(),
+                   list(idx.FASHION_MNIST_CLASSES), "fashion-mnist", split)
+
+
+def _cifar_sources(data_dir) -> list[Path]:
+    """Candidate batch folders and archives, best first within each root (unpacked batches load fastest)."""
+    sources = []
+    for root in search_roots(data_dir) + [cache_dir()]:
+        sources += [root / cifar.CIFAR_DIR, root, root / cifar.CIFAR_ARCHIVE]
+    return sources
+
+
+def _is_cifar_source(path: Path, split: str) -> bool:
+    if path.name == cifar.CIFAR_ARCHIVE:
+        return path.is_file()
+    return path.is_dir() and cifar.has_cifar_dir(path, split)
+
+
+def _load_cifar10(split: str, data_dir, download: bool) -> Dataset:
+    source = next((s for s in _cifar_sources(data_dir) if _is_cifar_source(s, split)), None)
+    if source is None and download:
+        source = fetch([cifar.CIFAR_URL], cache_dir() / cifar.CIFAR_ARCHIVE, cifar.CIFAR_MD5)
+    if source is None:
+        looked = ", ".join(str(r) for r in search_roots(data_dir) + [cache_dir()])
+        raise AlexNetError(f"CIFAR-10 not found (looked for {cifar.CIFAR_DIR}/ or {cifar.CIFAR_ARCHIVE} in {looked}); "
+                           f"pass --download to fetch it into {cache_dir()}, or --data-dir DIR holding either")
+    read = cifar.read_cifar_dir if source.is_dir() else cifar.read_cifar_tar
+    images, labels, classes = read(source, split)
+    return Dataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), classes, "cifar10", split)
+

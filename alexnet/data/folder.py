@@ -1,0 +1,173 @@
+"""ImageNet-style image folders, `root/train/<class>/*` and `root/val/<class>/*` (the layout of torchvision's
+`ImageFolder` and pytorch/examples `imagenet/main.py`), with the paper's preprocessing (Krizhevsky et al. 2012,
+section 2): rescale so the shorter side is 256, then take the central 256x256 patch."""
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms.v2 import functional as F
+
+from alexnet.errors import AlexNetError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})  # compared lower-cased
+SPLIT_FOLDERS = {"train": ("train",), "test": ("val", "test")}  # ImageNet calls its held-out split `val`
+VERIFY_BLOCK = 1024  # files in flight during verify(): bounds memory on ImageNet's 1.28M files
+
+
+def decode_rgb(path: str | Path) -> torch.Tensor:
+    """uint8 (3, H, W) RGB; greyscale, palette and alpha images are converted. AlexNetError names a bad file."""
+    try:
+        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        image = _decode_with_pil(path)  # torchvision decodes JPEG, PNG, GIF and WebP only; BMP needs Pillow
+    return image[0] if image.ndim == 4 else image  # an animated GIF decodes to (frames, 3, H, W): keep frame 0
+
+
+def _decode_with_pil(path: str | Path) -> torch.Tensor:
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))  # (H, W, 3)
+    except Exception as e:  # Pillow signals bad data with OSError, ValueError, SyntaxError, DecompressionBombError
+        raise AlexNetError(f"{path}: cannot decode image ({' '.join(str(e).split()) or type(e).__name__})") from e
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Shorter side to `size` (antialiased bilinear), then the central `size` x `size` patch; uint8 stays uint8."""
+    image = F.resize(image, [size], antialias=True)  # a one-element size means "shorter side"
+    return F.center_crop(image, [size, size]).contiguous()
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """Images decoded lazily (in DataLoader workers); `verify()` finds undecodable files before training does."""
+
+    name = "folder"
+
+    def __init__(self, root: str | Path, split: str = "train", image_size: int = 256, skip_bad_files: bool = False):
+        self.root = Path(root)
+        self.split = split
+        self.image_size = image_size
+        self.skip_bad_files = skip_bad_files
+        self.directory = _split_directory(self.root, split)
+        self.classes = _class_names(self.root, self.directory)
+        # str paths, not Path: with 1.28M samples they are smaller, and fork()ed workers share them more cheaply.
+        self.samples: list[tuple[str, int]] = _list_samples(self.directory, self.classes)
+        self.labels = _labels(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return resize_center_crop(decode_rgb(path), self.image_size), label
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every sample decoded into one uint8 (N, 3, S, S) tensor: N * 3 * S * S bytes, so small folders only."""
+        return torch.stack([self[i][0] for i in range(len(self))])
+
+    def verify(self, skip_bad_files: bool | None = None) -> list[str]:
+        """Decode every file once, up front, so a corrupt one cannot crash a worker mid-epoch.
+
+        The first undecodable file raises AlexNetError naming it; with `skip_bad_files` (default: the value given
+        at construction) each is dropped with a warning instead. Returns the dropped paths."""
+        skip = self.skip_bad_files if skip_bad_files is None else skip_bad_files
+        bad = []
+        for path, problem in _decode_problems([p for p, _ in self.samples]):
+            if problem is None:
+                continue
+            if not skip:
+                raise AlexNetError(f"{problem}; delete the file or skip bad files (skip_bad_files=True)")
+            warnings.warn(f"skipping {problem}", stacklevel=2)
+            bad.append(path)
+        if bad:
+            dropped = set(bad)
+            self.samples = [s for s in self.samples if s[0] not in dropped]
+            self.labels = _labels(self.samples)
+            if not self.samples:
+                raise AlexNetError(f"{self.directory}: none of the images could be decoded")
+        return bad
+
+
+def _split_directory(root: Path, split: str) -> Path:
+    if split not in SPLIT_FOLDERS:
+        raise AlexNetError(f"unknown split {split!r}; choose from {', '.join(SPLIT_FOLDERS)}")
+    if not root.is_dir():
+        raise AlexNetError(f"image folder {root} does not exist")
+    for folder in SPLIT_FOLDERS[split]:
+        if (root / folder).is_dir():
+            return root / folder
+    wanted = " or ".join(f"{root / f}" for f in SPLIT_FOLDERS[split])
+    raise AlexNetError(f"no {split} images: expected {wanted} with one folder per class")
+
+
+def _class_folders(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_names(root: Path, directory: Path) -> list[str]:
+    """Class list from `train/` whenever it exists, so a held-out split gets the labels the model was trained with
+    even when it lacks a class; a held-out class unknown to `train/` is an error rather than a silent shift."""
+    present = _class_folders(directory)
+    train = root / "train"
+    classes = _class_folders(train) if train.is_dir() and train != directory else present
+    if not classes:
+        raise AlexNetError(f"{directory}: no class folders (expected {directory}/<class>/<image files>)")
+    unknown = sorted(set(present) - set(classes))
+    if unknown:
+        raise AlexNetError(f"{directory}: class folders {', '.join(unknown)} are not in {train}")
+    return classes
+
+
+def _list_samples(directory: Path, classes: list[str]) -> list[tuple[str, int]]:
+    samples, ignored = [], []
+    for label, name in enumerate(classes):
+        class_dir = directory / name
+        if not class_dir.is_dir():
+            continue  # a held-out split may lack a class
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+            dirnames.sort()  # os.walk order is the filesystem's; sorting makes sample order reproducible
+            for filename in sorted(filenames):
+                if filename.startswith("."):
+                    continue  # .DS_Store and friends are not data
+                path = os.path.join(dirpath, filename)
+                if os.path.splitext(filename)[1].lower() in IMAGE_EXTENSIONS:
+                    samples.append((path, label))
+                else:
+                    ignored.append(path)
+    if ignored:
+        warnings.warn(f"ignoring {len(ignored)} non-image file(s) under {directory}, e.g. {ignored[0]} "
+                      f"(image extensions: {' '.join(sorted(IMAGE_EXTENSIONS))})", stacklevel=3)
+    if not samples:
+        raise AlexNetError(f"{directory}: no image files in the class folders {', '.join(classes[:5])}"
+                           f"{' ...' if len(classes) > 5 else ''}")
+    return samples
+
+
+def _labels(samples: list[tuple[str, int]]) -> torch.Tensor:
+    return torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+
+def _decode_problem(path: str) -> str | None:
+    try:
+        decode_rgb(path)
+    except AlexNetError as e:
+        return str(e)
+    except (OSError, RuntimeError, ValueError) as e:  # unreadable file (permissions, vanished)
+        return f"{path}: cannot read image ({' '.join(str(e).split())})"
+    return None
+
+
+def _decode_problems(paths: list[str]):
+    """Yield (path, problem or None) in order. The decoders release the GIL, so threads use every core; blocks
+    keep the number of queued futures bounded and let an early error stop the scan quickly."""
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(paths), VERIFY_BLOCK):
+            block = paths[start:start + VERIFY_BLOCK]
+            yield from zip(block, pool.map(_decode_problem, block))

@@ -1,0 +1,79 @@
+"""torchrun, read in one place. `torchrun --nproc_per_node=N -m alexnet train ...` sets RANK, LOCAL_RANK,
+WORLD_SIZE, MASTER_ADDR/PORT; a plain `alexnet train` has none of them and runs as rank 0 of 1.
+NCCL on CUDA, gloo on CPU. Metrics are reduced as sums, so every rank ends with the exact global figures."""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    restart_count: int = 0  # torchrun's elastic restarts so far (TORCHELASTIC_RESTART_COUNT)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environ(cls) -> "DistEnv":
+        env = os.environ
+        return cls(rank=int(env.get("RANK", 0)), local_rank=int(env.get("LOCAL_RANK", 0)),
+                   world_size=int(env.get("WORLD_SIZE", 1)),
+                   restart_count=int(env.get("TORCHELASTIC_RESTART_COUNT", 0)))
+
+
+def pick_device(requested: str, env: DistEnv) -> torch.device:
+    from alexnet.errors import AlexNetError
+
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise AlexNetError("device cuda was asked for but no CUDA device is available; use --device cpu")
+        # Under torchrun each process takes the GPU of its local rank.
+        return torch.device("cuda", env.local_rank if requested == "cuda" else int(requested.split(":")[1]))
+    return torch.device("cpu")
+
+
+def init(env: DistEnv, device: torch.device) -> None:
+    if env.distributed and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device
+                                if device.type == "cuda" else None)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """In place, across ranks; a no-op in a single process."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is true on any (used to stop all ranks at the same step)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

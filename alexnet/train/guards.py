@@ -1,0 +1,89 @@
+"""What keeps a run alive or stops it cleanly: SIGINT / SIGTERM handling, the NaN / inf guard, and a
+fault-injection hook that the crash tests use to kill a run at an exact step."""
+
+import os
+import signal
+
+import torch
+
+from alexnet.errors import AlexNetError
+
+
+class Interrupted(Exception):
+    """Raised after the checkpoint of an interrupted run is written; carries the signal number."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint written, "
+                         "continue with --resume")
+        self.signum = signum
+
+
+class SignalFlag:
+    """SIGINT / SIGTERM set a flag; the loop finishes its step, checkpoints and raises `Interrupted`."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a notebook worker): leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.signum is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class DivergenceGuard:
+    """Stops the run when the loss is NaN or inf. The check of step t is read after step t + 1 is queued, so
+    the device never waits on the host (one step of lag; a checkpoint first calls `flush()`)."""
+
+    def __init__(self, lr_of_step):
+        self._pending: tuple[int, torch.Tensor] | None = None
+        self._lr_of_step = lr_of_step
+
+    def push(self, step: int, loss_sum: torch.Tensor) -> None:
+        previous, self._pending = self._pending, (step, torch.isfinite(loss_sum.detach()))
+        if previous is not None:
+            self._check(*previous)
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            self._check(*self._pending)
+            self._pending = None
+
+    def _check(self, step: int, finite: torch.Tensor) -> None:
+        if not bool(finite):
+            self.diverged(step)
+
+    def diverged(self, step: int) -> None:
+        lr = self._lr_of_step(step)
+        raise AlexNetError(f"loss is not finite at step {step + 1} (lr {lr:.3g}); the learning rate is "
+                           f"probably too high, try --lr {lr / 10:.3g}; the last checkpoint is unchanged")
+
+
+def fault_injection(rank: int, restart_count: int):
+    """ALEXNET_FAULT="step=N,signal=KILL|TERM|INT[,rank=R]": after optimizer step N, this process sends itself
+    the signal, on the first attempt only (not after torchrun's elastic restart). Used by the crash tests."""
+    spec = os.environ.get("ALEXNET_FAULT")
+    if not spec or restart_count > 0:
+        return lambda step: None
+    fields = dict(item.split("=", 1) for item in spec.split(","))
+    at, sig = int(fields["step"]), getattr(signal, "SIG" + fields.get("signal", "KILL"))
+    if int(fields.get("rank", rank)) != rank:
+        return lambda step: None
+
+    def maybe_fire(step: int) -> None:
+        if step == at:
+            os.kill(os.getpid(), sig)
+    return maybe_fire

@@ -1,0 +1,157 @@
+"""alexnet train: run folder, exact resume after SIGTERM / SIGKILL, atomic checkpoints, NaN guard, validation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from alexnet.config import apply_overrides, load_preset
+from alexnet.errors import AlexNetError
+from alexnet.train import checkpoint as ckpt_mod
+from alexnet.train.trainer import train
+from synthetic import write_fashion_mnist
+
+TINY = ["--set", "model.width=8", "--set", "model.hidden=32", "--set", "train.eval_batch_size=64",
+        "--batch-size", "32", "--epochs", "2", "--set", "model.init=xavier", "--set", "train.threads=2"]
+RECORD_KEYS = {"epoch", "train_loss", "train_acc", "test_acc", "test_top5", "lr", "images_per_sec", "wall_s"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_fashion_mnist(tmp_path_factory.mktemp("fmnist"))
+
+
+def run_cli(*args, env_extra=None, check=True):
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.run([sys.executable, "-m", "alexnet", "train", "--preset", "quick", "--quiet", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+def assert_bit_identical(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_run_folder_has_every_file(tmp_path, data_dir):
+    out = tmp_path / "run"
+    cfg = apply_overrides(load_preset("quick"), {"data.data_dir": str(data_dir), "model.width": 8,
+                                                  "model.hidden": 32, "train.batch_size": 32, "train.epochs": 2,
+                                                  "model.init": "xavier"})
+    history = train(cfg, out, quiet=True)
+    for name in ("metrics.jsonl", "config.yaml", "checkpoint.pt", "best.pt", "curves.png", "report.md"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and records == history
+    assert all(RECORD_KEYS <= set(r) for r in records)
+    assert records[-1]["test_count"] == 200 and records[-1]["test_acc"] > 0.5  # bars are easy to learn
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["model"] == {"name": "small", "width": 8, "hidden": 32, "dropout": 0.1, "init": "xavier"}
+    assert resolved["train"]["batch_size"] == 32
+    state = torch.load(out / "checkpoint.pt", weights_only=True)  # no arbitrary unpickling
+    assert {"model", "optimizer", "schedule", "scaler", "progress", "rng", "config", "classes", "stats"} <= set(state)
+    assert {"python", "numpy", "torch", "cuda"} <= set(state["rng"])
+    assert state["progress"]["epoch"] == 2 and state["progress"]["global_step"] == 2 * (512 // 32)
+    assert "![curves](curves.png)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("fault,code,extra", [("step=5,signal=TERM", 143, []),
+                                              ("step=7,signal=KILL", -9, ["--set", "train.checkpoint_every_steps=3"]),
+                                              ("step=8,signal=INT", 130, [])])
+def test_interrupted_run_resumes_bit_identical(tmp_path, data_dir, fault, code, extra):
+    common = ["--data-dir", data_dir, *TINY, *extra]
+    run_cli("--out", tmp_path / "straight", *common)
+    broken = run_cli("--out", tmp_path / "broken", *common, env_extra={"ALEXNET_FAULT": fault}, check=False)
+    assert broken.returncode == code, broken.stderr
+    state = torch.load(tmp_path / "broken" / "checkpoint.pt", weights_only=True)
+    if code == -9:  # killed without warning: the last periodic checkpoint (step 6) survives
+        assert state["progress"]["global_step"] == 6
+    else:           # the signal handler finished the step and checkpointed it
+        assert state["progress"]["global_step"] == int(fault.split(",")[0].split("=")[1])
+        assert "continue with --resume" in broken.stderr and broken.stderr.count("\n") == 1
+    run_cli("--out", tmp_path / "broken", *common, "--resume")
+    assert_bit_identical(weights(tmp_path / "straight"), weights(tmp_path / "broken"))
+    straight = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    resumed = (tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("images_per_sec", "wall_s")}
+    assert list(map(strip, straight)) == list(map(strip, resumed))
+
+
+def test_crash_during_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    ckpt_mod.atomic_save({"model": {"w": torch.ones(3)}}, path)
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        ckpt_mod.atomic_save({"model": {"w": torch.zeros(3)}}, path)
+    assert torch.equal(ckpt_mod.load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_truncated_checkpoint_is_a_one_line_error(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    ckpt_mod.atomic_save({"model": {"w": torch.ones(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(AlexNetError, match="cannot load checkpoint") as info:
+        ckpt_mod.load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_nan_loss_stops_within_a_step_and_keeps_the_checkpoint(tmp_path, data_dir):
+    out = tmp_path / "run"
+    common = ["--out", out, "--data-dir", data_dir, *TINY]
+    run_cli(*common, "--epochs", "1")
+    before = (out / "checkpoint.pt").read_bytes()
+    proc = run_cli(*common, "--epochs", "2", "--resume", "--lr", "1e12",
+                   check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "not finite at step" in proc.stderr and "--lr" in proc.stderr
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "-1"], "optim.lr must be > 0"),
+    (["--batch-size", "0"], "train.batch_size must be >= 1"),
+    (["--epochs", "0"], "train.epochs must be >= 1"),
+    (["--set", "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
+    (["--set", "optim.schedule=sometimes"], "optim.schedule must be one of"),
+    (["--set", "model.dropout=2"], "dropout must be in [0, 1)"),
+    (["--set", "model.depth=3"], "has no option depth"),
+    (["--set", "data.train_augment=[{op: twirl}]"], "twirl"),
+    (["--set", "train.precision=fp8"], "train.precision must be one of"),
+    (["--set", "train.batch_size=lots"], "train.batch_size must be int"),
+])
+def test_config_errors_before_any_work(tmp_path, cli, args, message):
+    out = tmp_path / "never"
+    code, _, err = cli("train", "--preset", "quick", "--out", out, *args)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_unknown_preset(tmp_path, cli):
+    code, _, err = cli("train", "--preset", "imagenet21k", "--out", tmp_path / "x")
+    assert code == 2 and "unknown preset 'imagenet21k'; choose from cifar10, d2l, d2l-fast, paper, quick" in err
+
+
+def test_existing_run_needs_resume_and_same_config(tmp_path, data_dir, cli):
+    out = tmp_path / "run"
+    run_cli("--out", out, "--data-dir", data_dir, *TINY, "--epochs", "1")
+    code, _, err = cli("train", "--preset", "quick", "--out", out, "--data-dir", data_dir)
+    assert code == 2 and "already holds a run" in err
+    code, _, err = cli("train", "--preset", "quick", "--out", out, "--data-dir", data_dir, *TINY,
+                       "--set", "optim.momentum=0.5", "--resume")
+    assert code == 2 and "cannot resume: optim.momentum is 0.5 but the run was started with 0.9" in err
