@@ -229,3 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        # Under torchrun a rank whose peer died sees a backend error: one line, and torchrun restarts the job.
+        if type(error).__name__ != "DistBackendError":
+            raise
+        print(f"alexnet {args.command}: error: lost a peer rank ({str(error).splitlines()[0]})", file=sys.stderr)
+        return 1

@@ -46,11 +46,16 @@ def pick_device(requested: str, env: DistEnv) -> torch.device:
 
 
 def init(env: DistEnv, device: torch.device) -> None:
-    if env.distributed and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device
-                                if device.type == "cuda" else None)
+    if not env.distributed or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # torchrun's agent keeps one store across elastic restarts; without a per-attempt prefix a restarted rank
+    # can read the address a dead rank published (seen with gloo on torch 2.14: "Connection refused").
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"alexnet/attempt_{env.restart_count}", store)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
+                            world_size=world_size, device_id=device if device.type == "cuda" else None)
 
 
 def shutdown() -> None:
@@ -72,6 +77,14 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
+    if not dist.is_initialized():
+        return [tensor]
+    out = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, tensor)
+    return out
 
 
 def barrier() -> None:

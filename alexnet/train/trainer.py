@@ -31,6 +31,7 @@ from alexnet.train.guards import DivergenceGuard, Interrupted, SignalFlag, fault
 from alexnet.train.optim import LRSchedule, build_optimizer
 
 CHECKPOINT, BEST, METRICS, CONFIG = "checkpoint.pt", "best.pt", "metrics.jsonl", "config.yaml"
+RANKS = "ranks.json"  # distributed runs: every rank's final parameter sums, which must agree
 STOP_CHECK_EVERY = 10  # distributed: agree on a stop request every N steps (an all-reduce, so not every step)
 # A resumed run may differ from the run that wrote the checkpoint in these keys only. optim.lr is one: the paper
 # divided the learning rate by hand, which is `--resume --lr X` here.
@@ -120,7 +121,20 @@ class Trainer:
             for epoch in range(self.progress.epoch, self.cfg.train.epochs):
                 self.train_epoch(epoch)
                 self.end_epoch(epoch)
+        self.check_ranks_agree()
         return self.progress.history
+
+    def check_ranks_agree(self) -> None:
+        """DDP keeps replicas equal by construction; check it (per-tensor sums, float64) and record it."""
+        if not self.env.distributed:
+            return
+        sums = torch.stack([p.detach().double().sum() for p in self.model.parameters()])
+        gathered = [g.tolist() for g in distributed.all_gather(sums)]
+        if self.env.is_main:
+            (self.out / RANKS).write_text(json.dumps({"world_size": self.env.world_size,
+                                                      "parameter_sums": gathered}))
+        if any(g != gathered[0] for g in gathered):
+            raise AlexNetError("the ranks ended with different weights; this is a bug, please report it")
 
     def train_epoch(self, epoch: int) -> None:
         cfg, p, loader = self.cfg, self.progress, self.data.train
@@ -256,7 +270,7 @@ def train(cfg: Config, out: Path, *, resume: bool = False, quiet: bool = False) 
         if state is not None:
             trainer.load_state_dict(state)
             p = trainer.progress
-            if env.is_main and not quiet:
+            if env.is_main:
                 print(f"resuming {out} at epoch {p.epoch + 1}, step {p.global_step}", flush=True)
         history = trainer.fit()
         if env.is_main:

@@ -1,0 +1,75 @@
+"""torchrun with gloo on CPU: two ranks agree, equal one process with the same global batch, count every test
+image once, and survive a killed rank through an elastic restart."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from synthetic import write_fashion_mnist
+
+pytestmark = pytest.mark.distributed
+
+# Dropout off and no augmentation: then one process and two ranks draw no random numbers that differ.
+EXACT = ["--preset", "quick", "--quiet", "--epochs", "2", "--batch-size", "32", "--set", "model.width=8",
+         "--set", "model.hidden=32", "--set", "model.dropout=0.0", "--set", "data.train_augment=[]",
+         "--set", "train.eval_batch_size=64", "--set", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    # 199 test images: the last evaluation batch (7) splits 4 / 3 over two ranks
+    return write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=512, n_test=199)
+
+
+def launch(out, data_dir, *extra, nproc=2, env_extra=None, max_restarts=0):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               f"--max-restarts={max_restarts}", "-m", "alexnet"]
+    else:
+        cmd = [sys.executable, "-m", "alexnet"]
+    proc = subprocess.run([*cmd, "train", "--out", str(out), "--data-dir", str(data_dir), *EXACT, *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, "\n".join(l for l in proc.stderr.splitlines() if not l.startswith("[W"))[:4000]
+    return proc
+
+
+def final(out):
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return state, metrics
+
+
+def test_two_ranks_equal_one_process(tmp_path, data_dir):
+    launch(tmp_path / "ddp", data_dir)
+    launch(tmp_path / "single", data_dir, nproc=0)
+    ddp, ddp_metrics = final(tmp_path / "ddp")
+    single, single_metrics = final(tmp_path / "single")
+    ranks = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    assert ranks["world_size"] == 2 and ranks["parameter_sums"][0] == ranks["parameter_sums"][1]
+    own = [p.double().sum().item() for p in ddp["model"].values()]
+    assert ranks["parameter_sums"][0] == pytest.approx(own, rel=1e-12)  # the checkpoint holds those weights
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5)
+    assert [m["test_count"] for m in ddp_metrics] == [199, 199]
+    for a, b in zip(ddp_metrics, single_metrics):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1 / 199 + 1e-9)
+    assert ddp["progress"]["global_step"] == single["progress"]["global_step"] == 2 * 512 // 32
+
+
+def test_killed_rank_restarts_from_the_checkpoint(tmp_path, data_dir):
+    common = ["--resume", "--set", "train.checkpoint_every_steps=3"]
+    launch(tmp_path / "calm", data_dir, *common)
+    proc = launch(tmp_path / "killed", data_dir, *common, max_restarts=1,
+                  env_extra={"ALEXNET_FAULT": "step=20,signal=KILL,rank=1"})
+    assert "resuming" in proc.stdout + proc.stderr  # the restarted workers continued from step 18
+    calm, _ = final(tmp_path / "calm")
+    killed, killed_metrics = final(tmp_path / "killed")
+    assert [m["epoch"] for m in killed_metrics] == [1, 2]
+    for key, value in calm["model"].items():
+        assert torch.equal(killed["model"][key], value), key
