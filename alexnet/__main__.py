@@ -1,3 +1,4 @@
 from alexnet.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # spawned worker processes import this module: they must not run the CLI again
+    raise SystemExit(main())

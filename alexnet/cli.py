@@ -154,7 +154,8 @@ def cmd_augment(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from alexnet.models import list_models
 
-    parser = _Parser(prog="alexnet", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="alexnet", description="AlexNet (Krizhevsky et al. 2012) and d2l 7.1: models, training, "
+                     "evaluation, benchmarks and experiments.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters, FLOPs and activation memory")
@@ -215,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_augment)
+
+    from alexnet.cli_bench import add_parser as add_bench_parser
+    from alexnet.cli_experiments import add_parsers as add_experiment_parsers
+    add_bench_parser(sub)
+    add_experiment_parsers(sub)
     return parser
 
 

@@ -55,7 +55,7 @@ def _onnx(trained: Trained, path: Path) -> dict:
     example = torch.randn(2, c, s, s)
     model = trained.model.cpu().eval()
     torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False)
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False, verbose=False)
     proto = onnx.load(str(path))
     for key, value in _metadata(trained).items():
         proto.metadata_props.add(key=key, value=value)

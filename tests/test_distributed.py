@@ -3,6 +3,7 @@ image once, and survive a killed rank through an elastic restart."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -32,8 +33,17 @@ def launch(out, data_dir, *extra, nproc=2, env_extra=None, max_restarts=0):
                f"--max-restarts={max_restarts}", "-m", "alexnet"]
     else:
         cmd = [sys.executable, "-m", "alexnet"]
-    proc = subprocess.run([*cmd, "train", "--out", str(out), "--data-dir", str(data_dir), *EXACT, *extra],
-                          capture_output=True, text=True, env=env, timeout=600)
+    # Own session: on a timeout the whole group (torchrun and its workers) is killed, never left running.
+    proc = subprocess.Popen([*cmd, "train", "--out", str(out), "--data-dir", str(data_dir), *EXACT, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert proc.returncode == 0, "\n".join(l for l in proc.stderr.splitlines() if not l.startswith("[W"))[:4000]
     return proc
 

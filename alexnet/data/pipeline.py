@@ -203,7 +203,7 @@ def _resolve(index: int, spec, input_size: int, stats: Stats) -> tuple[str, dict
 
 class Pipeline:
     """uint8 (B, C, H, W) -> float32 (B, C, S, S) normalised, on the images' device: to [0, 1], the configured
-    ops in order, a bilinear resize to S x S if the ops did not already produce it, then (x - mean) / std."""
+    ops in order, (x - mean) / std, then a bilinear resize to S x S if the ops did not already produce it."""
 
     def __init__(self, steps: list[tuple[str, dict]], input_size: int, stats: Stats):
         self.steps, self.input_size, self.stats = steps, input_size, stats
@@ -230,8 +230,10 @@ class Pipeline:
         for name, kwargs in self.steps:
             op = OPS[name]
             x = op.fn(x, **kwargs, generator=generator) if op.random else op.fn(x, **kwargs)
-        x = A.resize(x, self.input_size)
-        return A.normalize(x, self.stats.mean, self.stats.std)
+        # Normalise before the resize: bilinear weights sum to 1, so the result is the same, and for the d2l
+        # recipe (28 -> 224) it touches 64x fewer pixels.
+        x = A.normalize(x, self.stats.mean, self.stats.std)
+        return A.resize(x, self.input_size)
 
     def __repr__(self) -> str:
         ops = [f"{name}({', '.join(f'{k}={v}' for k, v in kw.items() if k not in ('eigval', 'eigvec'))})"

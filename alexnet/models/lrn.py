@@ -34,7 +34,10 @@ class LocalResponseNorm(nn.Module):
         window_sum = padded[:, 0:channels]
         for offset in range(1, self.size):
             window_sum = window_sum + padded[:, offset:offset + channels]
-        return x / (self.k + self.alpha * window_sum).pow(self.beta)
+        denominator = self.k + self.alpha * window_sum
+        if self.beta == 0.75:  # the paper's beta: d^-0.75 = rsqrt(d) * rsqrt(sqrt(d)), ~2x faster than pow on a CPU
+            return x * denominator.rsqrt() * denominator.sqrt().rsqrt()
+        return x / denominator.pow(self.beta)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k} (paper convention)"

@@ -34,7 +34,8 @@ def load_split(cfg: Config, split: str):
             data.samples, data.labels = data.samples[:limit], data.labels[:limit]
         data.verify()  # an undecodable file is an error now, not a crash in a worker mid-epoch
     elif limit:
-        data.images, data.labels = data.images[:limit], data.labels[:limit]
+        # clone: a view would keep the whole dataset alive on the device
+        data.images, data.labels = data.images[:limit].clone(), data.labels[:limit].clone()
     return data
 
 

@@ -9,6 +9,10 @@ import torch
 from alexnet.errors import AlexNetError
 
 
+class Diverged(AlexNetError):
+    """The loss went NaN or inf; the message names the step and suggests a lower learning rate."""
+
+
 class Interrupted(Exception):
     """Raised after the checkpoint of an interrupted run is written; carries the signal number."""
 
@@ -68,7 +72,7 @@ class DivergenceGuard:
 
     def diverged(self, step: int) -> None:
         lr = self._lr_of_step(step)
-        raise AlexNetError(f"loss is not finite at step {step + 1} (lr {lr:.3g}); the learning rate is "
+        raise Diverged(f"loss is not finite at step {step + 1} (lr {lr:.3g}); the learning rate is "
                            f"probably too high, try --lr {lr / 10:.3g}; the last checkpoint is unchanged")
 
 

@@ -13,6 +13,7 @@ global mean loss: the same update as one process with the same batch, whatever t
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,12 @@ class Progress:
     history: list = field(default_factory=list)  # one metrics record per finished epoch
 
 
+def _cpu_has_bf16() -> bool:
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((probe and probe()) or (amx and amx()))
+
+
 def step_seed(seed: int, rank: int, step: int, stream: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + stream) % (2**63)
 
@@ -62,6 +69,11 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         torch.backends.cudnn.benchmark = not t.deterministic  # fixed shapes: let cuDNN pick the fastest kernels
+        if device.type == "cuda":  # cuDNN already runs fp32 convolutions in TF32; let the FC matmuls do the same
+            torch.set_float32_matmul_precision("high")
+        if t.precision == "bf16" and device.type == "cpu" and not _cpu_has_bf16():
+            warnings.warn("bf16 on a CPU without native bf16 (AVX512-BF16 / AMX) is much slower than fp32; "
+                          "consider --set train.precision=fp32", stacklevel=2)
         torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
         torch.manual_seed(t.seed)
         self.data: RunData = prepare_data(cfg, env, device)
@@ -228,7 +240,8 @@ class Trainer:
             if improved:
                 atomic_save(best_state(self.state_dict(), record), self.out / BEST)
             write_metrics(self.out / METRICS, p.history)
-            print(format_record(record, cfg.train.epochs), flush=True)
+            if not self.quiet:
+                print(format_record(record, cfg.train.epochs), flush=True)
 
 
 def best_state(state: dict, record: dict) -> dict:

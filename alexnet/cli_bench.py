@@ -1,0 +1,84 @@
+"""`alexnet bench`: parse, call `alexnet.bench`, print. Three modes:
+
+    alexnet bench --model d2l --batch-size 32 --steps 5 --warmup 2 --baseline   # images/s, MFU, vs d2l
+    alexnet bench --time-to-accuracy 0.90 --preset quick                          # seconds to a test accuracy
+    alexnet bench --max-batch --model d2l --device cuda                           # largest batch that fits
+"""
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from alexnet.errors import AlexNetError
+
+
+def add_parser(sub) -> None:
+    from alexnet.cli import _parse_option  # here, not at import time: alexnet.cli imports this module
+
+    p = sub.add_parser("bench", help="throughput and MFU vs the d2l baseline, time to accuracy, largest batch")
+    p.add_argument("--model", default="d2l", help="registered model (see `alexnet summary --help`)")
+    p.add_argument("--input-size", type=int, help="side of the model's input, px (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (autocast, as the trainer)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
+    p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
+    p.add_argument("--synthetic", action="store_true", help="random images of Fashion-MNIST's shape")
+    p.add_argument("--data-dir", help="where the Fashion-MNIST files are")
+    p.add_argument("--baseline", action="store_true", help="also measure the d2l DataLoader recipe, same process")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--time-to-accuracy", type=float, metavar="ACC",
+                      help="train --preset and report the seconds until the test accuracy first reaches ACC")
+    mode.add_argument("--max-batch", action="store_true", help="largest training batch that fits (CUDA only)")
+    p.add_argument("--preset", default="quick", help="time to accuracy: the recipe to train (default quick)")
+    p.add_argument("--set", type=_parse_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="time to accuracy: config override, as `alexnet train --set`")
+    p.add_argument("--out", type=Path, help="time to accuracy: run folder (default runs/tta-PRESET-TIME)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    if args.baseline and (args.time_to_accuracy is not None or args.max_batch):
+        raise AlexNetError("--baseline goes with the throughput measurement, not --time-to-accuracy or --max-batch")
+    if args.time_to_accuracy is not None:
+        return _time_to_accuracy(args)
+    from alexnet.bench import BenchSpec, format_bench, max_batch, run_bench
+
+    spec = BenchSpec(model=args.model, input_size=args.input_size, batch_size=args.batch_size,
+                     device=args.device or "auto", precision=args.precision, channels_last=args.channels_last,
+                     compile=args.compile, steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
+                     data_dir=args.data_dir, threads=args.threads)
+    if args.max_batch:
+        result = max_batch(spec)
+        print(json.dumps(result) if args.json else
+              f"{spec.model} @{spec.input_size}, {spec.precision}: largest training batch {result['max_batch']} "
+              f"on {result['device']} (tried {result['tried']})")
+        return 0
+    result = run_bench(spec, baseline=args.baseline)
+    print(json.dumps(result) if args.json else format_bench(result))
+    return 0
+
+
+def _time_to_accuracy(args) -> int:
+    from alexnet.bench import format_tta, time_to_accuracy
+    from alexnet.config import resolve
+
+    overrides = dict(args.set)
+    for key, value in (("data.data_dir", args.data_dir), ("train.device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    cfg = resolve(args.preset, overrides)
+    out = args.out or Path("runs") / f"tta-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.json:  # stdout must be the JSON alone: anything a library prints on the way goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            result = time_to_accuracy(cfg, args.time_to_accuracy, out, quiet=True)
+        print(json.dumps(result))
+    else:
+        print(format_tta(time_to_accuracy(cfg, args.time_to_accuracy, out, quiet=False)))
+    return 0

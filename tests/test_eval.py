@@ -1,0 +1,122 @@
+"""eval / predict / export on a tiny trained run: exact counts, probabilities, ONNX equal to PyTorch."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from alexnet.config import apply_overrides, load_preset
+from alexnet.eval.api import load_trained
+from alexnet.train.trainer import train
+from synthetic import patterned, write_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = write_fashion_mnist(root / "data")
+    cfg = apply_overrides(load_preset("quick"), {"data.data_dir": str(data), "model.width": 8, "model.hidden": 32,
+                                                  "train.batch_size": 32, "train.epochs": 2})
+    train(cfg, root / "run", quiet=True)
+    return root
+
+
+def test_eval_json_and_confusion(run, cli):
+    code, out, err = cli("eval", "--checkpoint", run / "run" / "best.pt", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["count"] == 200
+    confusion = np.array(result["confusion"])
+    assert confusion.sum() == 200 and (confusion.sum(1) == 20).all()  # 20 test images per class
+    assert result["top1"] == pytest.approx(np.trace(confusion) / 200)
+    assert result["per_class"] == pytest.approx((np.diag(confusion) / 20).tolist())
+    assert 0 <= result["top1"] <= result["top5"] <= 1
+    assert (run / "run" / "confusion.png").stat().st_size > 1000
+
+
+def test_ten_crop_eval_counts_each_image_once(run, cli):
+    code, out, _ = cli("eval", "--checkpoint", run / "run" / "best.pt", "--ten-crop", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["count"] == 200 and result["ten_crop"] is True
+    assert np.array(result["confusion"]).sum() == 200
+
+
+def test_predict_top_k(run, cli, tmp_path):
+    images, labels = patterned(3, seed=7)
+    paths = []
+    for i, image in enumerate(images):
+        path = tmp_path / f"img{i}.png"
+        torchvision.io.write_png(torch.from_numpy(image)[None].expand(3, -1, -1).contiguous(), str(path))
+        paths.append(path)
+    code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", *paths, "--topk", "3", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert [r["image"] for r in result] == [str(p) for p in paths]
+    for r in result:
+        probs = [t["prob"] for t in r["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    trained = load_trained(run / "run" / "best.pt")
+    assert all(r["top"][0]["class"] in trained.classes for r in result)
+
+
+def test_predict_bad_files_are_one_line_errors(run, cli, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    for path, words in ((tmp_path / "missing.png", "no such file"), (fake, "cannot decode")):
+        code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", path)
+        assert code == 2 and out == "" and words in err and err.count("\n") == 1, err
+
+
+def test_export_onnx_matches_pytorch(run, cli, tmp_path):
+    import onnxruntime
+
+    out = tmp_path / "model.onnx"
+    code, stdout, err = cli("export", "--checkpoint", run / "run" / "best.pt", "--format", "onnx", "--out", out)
+    assert code == 0, err
+    assert "onnxruntime agrees" in stdout
+    trained = load_trained(run / "run" / "best.pt", device="cpu")
+    x = torch.randn(5, 1, 28, 28)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, trained.model(x).numpy(), rtol=1e-4, atol=1e-5)
+    meta = {p.key: p.value for p in __import__("onnx").load(str(out)).metadata_props}
+    assert json.loads(meta["classes"]) == trained.classes
+
+
+def test_failed_onnx_check_writes_nothing(run, cli, tmp_path, monkeypatch):
+    import onnxruntime
+
+    class Wrong:
+        def __init__(self, *a, **k):
+            pass
+
+        def get_inputs(self):
+            return [type("I", (), {"name": "image"})()]
+
+        def run(self, *a, **k):
+            return [np.zeros((3, 10), np.float32) + 123]
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Wrong)
+    out = tmp_path / "model.onnx"
+    code, _, err = cli("export", "--checkpoint", run / "run" / "best.pt", "--format", "onnx", "--out", out)
+    assert code == 2 and "ONNX check failed" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_safetensors_round_trip(run, cli, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "model.safetensors"
+    code, _, _ = cli("export", "--checkpoint", run / "run" / "best.pt", "--format", "safetensors", "--out", out)
+    assert code == 0
+    state = torch.load(run / "run" / "best.pt", weights_only=True)["model"]
+    loaded = load_file(str(out))
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_eval_of_a_missing_checkpoint(cli, tmp_path):
+    code, _, err = cli("eval", "--checkpoint", tmp_path / "nope.pt")
+    assert code == 2 and "no checkpoint at" in err
