@@ -38,7 +38,7 @@ test-all: $(STAMP) data
 	$(BIN)/python -m pytest -q -m ''
 
 bench: $(STAMP) data
-	$(BIN)/alexnet bench --model d2l --baseline --steps 5
+	$(BIN)/alexnet bench --model d2l --batch-size 32 --steps 5 --warmup 2 --baseline
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,8 +1,9 @@
-"""`alexnet bench`: parse, call `alexnet.bench`, print. Three modes:
+"""`alexnet bench`: parse, call `alexnet.bench`, print. Four modes:
 
     alexnet bench --model d2l --batch-size 32 --steps 5 --warmup 2 --baseline   # images/s, MFU, vs d2l
     alexnet bench --time-to-accuracy 0.90 --preset quick                          # seconds to a test accuracy
     alexnet bench --max-batch --model d2l --device cuda                           # largest batch that fits
+    alexnet bench --loader --batch-size 128                                       # data delivery alone
 """
 
 import contextlib
@@ -36,6 +37,8 @@ def add_parser(sub) -> None:
     mode.add_argument("--time-to-accuracy", type=float, metavar="ACC",
                       help="train --preset and report the seconds until the test accuracy first reaches ACC")
     mode.add_argument("--max-batch", action="store_true", help="largest training batch that fits (CUDA only)")
+    mode.add_argument("--loader", action="store_true",
+                      help="data delivery only: our on-device loader + augmentation vs the d2l DataLoader")
     p.add_argument("--preset", default="quick", help="time to accuracy: the recipe to train (default quick)")
     p.add_argument("--set", type=_parse_option, action="append", default=[], metavar="KEY=VALUE",
                    help="time to accuracy: config override, as `alexnet train --set`")
@@ -48,6 +51,16 @@ def cmd_bench(args) -> int:
         raise AlexNetError("--baseline goes with the throughput measurement, not --time-to-accuracy or --max-batch")
     if args.time_to_accuracy is not None:
         return _time_to_accuracy(args)
+    if args.loader:
+        from alexnet.bench.loader import format_loader, measure_loader
+
+        if args.steps < 1 or args.batch_size < 1:
+            raise AlexNetError("--steps and --batch-size must be >= 1")
+        result = measure_loader(batch_size=args.batch_size, input_size=args.input_size or 224,
+                                device=args.device or "auto", steps=args.steps, warmup=args.warmup,
+                                data_dir=args.data_dir, synthetic=args.synthetic)
+        print(json.dumps(result) if args.json else format_loader(result))
+        return 0
     from alexnet.bench import BenchSpec, format_bench, max_batch, run_bench
 
     spec = BenchSpec(model=args.model, input_size=args.input_size, batch_size=args.batch_size,

@@ -39,6 +39,9 @@ bench small-fp32-threads1 $SMALL --threads 1
 bench small-fp32-compile $SMALL --compile
 bench small-bf16         --device cpu --model small --batch-size 256 --steps 5 --warmup 2 --precision bf16
 
+# Data delivery alone (issue 3): the device-resident loader + on-device augmentation vs d2l's 4-worker DataLoader.
+bench loader-224        --loader --device cpu --batch-size 128 --steps 50 --warmup 5
+
 # Time to 0.90 test accuracy with the quick preset (the trainer's wall_s, evaluation included).
 bench tta-quick --time-to-accuracy 0.90 --preset quick --device cpu --out "$OUT/tta-quick"
 

@@ -24,7 +24,8 @@ def options(c: dict) -> str:
 
 
 def main(out: Path) -> None:
-    results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem != "tta-quick"}
+    special = ("tta-quick", "loader-224")  # not throughput runs: printed after the tables
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem not in special}
     if not results:
         sys.exit(f"no bench JSON files in {out}")
     first = next(iter(results.values()))
@@ -39,6 +40,13 @@ def main(out: Path) -> None:
     for name, res in results.items():
         if res["ratio"] is not None:
             print(f"| {name} | {res['ratio']:.2f}x |")
+    loader = out / "loader-224.json"
+    if loader.exists():
+        r = json.loads(loader.read_text())
+        print(f"\ndata delivery (batch {r['batch_size']}, 28 -> {r['input_size']} px): ours "
+              f"{r['ours']['images_per_sec']:.0f} images/s (DeviceLoader + on-device crop, flip, resize) vs d2l "
+              f"{r['baseline']['images_per_sec']:.0f} images/s ({r['baseline']['workers']}-worker DataLoader, "
+              f"Resize + ToTensor): {r['ratio']:.1f}x")
     tta = out / "tta-quick.json"
     if tta.exists():
         t = json.loads(tta.read_text())

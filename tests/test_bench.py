@@ -176,3 +176,15 @@ def test_spec_rejects_what_the_cli_rejects():
     with pytest.raises(AlexNetError, match="unknown model"):
         BenchSpec(model="nope")
     assert BenchSpec(model="d2l").input_size == 224 and BenchSpec(model="small").input_size == 28
+
+
+def test_loader_benchmark_reports_both_pipelines(bench):
+    code, out, err = bench("--loader", "--synthetic", "--device", "cpu", "--batch-size", "16", "--input-size", "64",
+                           "--steps", "3", "--warmup", "1", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["batch_size"] == 16 and r["input_size"] == 64
+    for side in ("ours", "baseline"):
+        assert math.isfinite(r[side]["images_per_sec"]) and r[side]["images_per_sec"] > 0
+    assert r["ratio"] == pytest.approx(r["ours"]["images_per_sec"] / r["baseline"]["images_per_sec"])
+    assert r["ours"]["augment"] == [{"op": "random_crop", "padding": 2}, {"op": "hflip"}]

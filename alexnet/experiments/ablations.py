@@ -18,8 +18,7 @@ to overfit much, so regularisers can only cost there); `full`: the `cifar10` pre
 import time
 from pathlib import Path
 
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, check_budget, error_rate, finish, provenance, \
-    run_arms, start_study, train_set_accuracy
+from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, train_set_accuracy
 
 NAME = "ablations"
 TITLE = "Ablations of the paper's ingredients: test error and train-test gap"
@@ -89,11 +88,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | None = None) -> dict:
-    spec = check_budget(budget, BUDGETS)
-    out, t0 = start_study(out, NAME, budget), time.perf_counter()
-    info = provenance(NAME, out, budget, device, data_dir)
-    runs = run_arms(out, NAME, arms(spec), preset=spec["preset"], common=spec["common"], device=device,
-                    data_dir=data_dir)
+    spec, out, t0, info, runs = begin(NAME, out, budget, device, data_dir, BUDGETS, arms)
     rows = measure(runs)
     dataset = runs[0].cfg.data.dataset
     plot(rows, out / "plot.png", f"{runs[0].cfg.model.name} on {dataset}, {runs[0].cfg.train.epochs} epochs")

@@ -27,8 +27,8 @@ import torch
 
 from alexnet.config import Config
 from alexnet.errors import AlexNetError
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, atomic_write, check_budget, error_rate, \
-    finish, provenance, read_metrics, run_arm, run_arms, start_study
+from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, atomic_write, begin, error_rate, finish, \
+    read_metrics, run_arm
 from alexnet.train.distributed import DistEnv, pick_device
 from alexnet.train.trainer import METRICS
 
@@ -147,11 +147,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | None = None) -> dict:
-    spec = check_budget(budget, BUDGETS)
-    out, t0 = start_study(out, NAME, budget), time.perf_counter()
-    info = provenance(NAME, out, budget, device, data_dir)
-    runs = run_arms(out, NAME, arms(spec), preset=spec["preset"], common=spec["common"],
-                    device=device, data_dir=data_dir, runner=measured_run)
+    spec, out, t0, info, runs = begin(NAME, out, budget, device, data_dir, BUDGETS, arms, runner=measured_run)
     rows = measure(runs)
     cfg = runs[0].cfg
     plot(rows, out / "plot.png", f"{cfg.model.name} on {cfg.data.dataset}, {cfg.train.epochs} epochs, "

@@ -89,6 +89,18 @@ def start_study(out: Path, study: str, budget: str) -> Path:
     return out
 
 
+def begin(study: str, out: Path, budget: str, device: str, data_dir: str | None, budgets: dict, arms_of,
+          runner=None) -> tuple[dict, Path, float, dict, list["ArmRun"]]:
+    """What every study's run() starts with: its budget's spec, the study folder, the start time, provenance,
+    and every arm trained (or resumed, or read back when finished)."""
+    spec = check_budget(budget, budgets)
+    out, started = start_study(out, study, budget), time.perf_counter()
+    info = provenance(study, out, budget, device, data_dir)
+    runs = run_arms(out, study, arms_of(spec), preset=spec["preset"], common=spec["common"], device=device,
+                    data_dir=data_dir, runner=runner or run_arm)
+    return spec, out, started, info, runs
+
+
 def arm_config(arm: Arm, preset: str, common: dict, device: str, data_dir: str | None) -> Config:
     cfg = load_preset(arm.preset or preset)
     if arm.model is not None:
@@ -113,7 +125,7 @@ def run_arm(cfg: Config, run_dir: Path) -> list[dict]:
     history = read_metrics(run_dir / METRICS)
     if len(history) >= cfg.train.epochs and (run_dir / CHECKPOINT).exists():
         return history[:cfg.train.epochs]
-    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints a line per epoch even when quiet: progress
+    with contextlib.redirect_stdout(sys.stderr):  # "resuming ..." is progress, not the study's output
         return train(cfg, run_dir, resume=True, quiet=True)
 
 

@@ -9,8 +9,7 @@ the hidden FC layers, and random crops + flips, each adding one change to the ar
 import time
 from pathlib import Path
 
-from alexnet.experiments.common import Arm, ArmRun, check_budget, error_rate, finish, provenance, run_arms, \
-    start_study, train_set_accuracy
+from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, train_set_accuracy
 
 NAME = "lenet"
 TITLE = "LeNet-5 with ReLU, dropout and augmentation (d2l 7.1, exercise 5)"
@@ -74,11 +73,7 @@ def plot(runs: list[ArmRun], path: Path, title: str) -> None:
 
 
 def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | None = None) -> dict:
-    spec = check_budget(budget, BUDGETS)
-    out, t0 = start_study(out, NAME, budget), time.perf_counter()
-    info = provenance(NAME, out, budget, device, data_dir)
-    runs = run_arms(out, NAME, arms(spec), preset=spec["preset"], common=spec["common"],
-                    device=device, data_dir=data_dir)
+    spec, out, t0, info, runs = begin(NAME, out, budget, device, data_dir, BUDGETS, arms)
     rows = measure(runs)
     cfg = runs[0].cfg
     plot(runs, out / "plot.png", f"LeNet on {cfg.data.dataset}, {cfg.data.train_subset or 'all'} training images, "

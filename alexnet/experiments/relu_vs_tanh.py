@@ -15,8 +15,7 @@ development machine, and a 20% target both nets reach within the budget.
 import time
 from pathlib import Path
 
-from alexnet.experiments.common import Arm, ArmRun, check_budget, error_rate, finish, provenance, run_arms, \
-    start_study
+from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish
 
 NAME = "relu-vs-tanh"
 TITLE = "ReLU vs tanh: epochs to a target training error (paper Fig. 1)"
@@ -88,11 +87,7 @@ def plot(runs: list[ArmRun], target: float, path: Path, dataset: str) -> None:
 
 
 def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | None = None) -> dict:
-    spec = check_budget(budget, BUDGETS)
-    out, t0 = start_study(out, NAME, budget), time.perf_counter()
-    info = provenance(NAME, out, budget, device, data_dir)
-    runs = run_arms(out, NAME, arms(spec), preset=spec["preset"], common=spec["common"], device=device,
-                    data_dir=data_dir)
+    spec, out, t0, info, runs = begin(NAME, out, budget, device, data_dir, BUDGETS, arms)
     summary = summarize_runs(runs, spec["target"])
     plot(runs, spec["target"], out / "plot.png", spec["dataset"])
     rows = []

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from alexnet.analysis.summary import summarize
 from alexnet.config import build_model, dataset_channels
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, check_budget, finish, provenance, run_arms, \
-    start_study
+from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, finish
 
 NAME = "simplify"
 TITLE = "Simpler AlexNets on Fashion-MNIST: accuracy against throughput (d2l 7.1, exercise 2)"
@@ -101,11 +100,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | None = None) -> dict:
-    spec = check_budget(budget, BUDGETS)
-    out, t0 = start_study(out, NAME, budget), time.perf_counter()
-    info = provenance(NAME, out, budget, device, data_dir)
-    runs = run_arms(out, NAME, arms(spec), preset=spec["preset"], common=spec["common"], device=device,
-                    data_dir=data_dir)
+    spec, out, t0, info, runs = begin(NAME, out, budget, device, data_dir, BUDGETS, arms)
     rows = measure(runs, {name for name, _, _, extra in spec["d2l"] if extra is PROBE})
     cfg = runs[-1].cfg
     plot(rows, out / "plot.png", f"Fashion-MNIST, {cfg.data.train_subset or 'all'} training images, "

@@ -130,7 +130,13 @@ def initialise(model: nn.Module, init: str) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _check_options(name, convs, num_classes, in_channels, activation, dropout, init, remove_conv) -> None:
+def square(size) -> tuple[int, int]:
+    """An `input_size` option, int or (H, W), as (H, W)."""
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def check_common_options(name, num_classes, in_channels, activation, dropout, init) -> None:
+    """The options every registered family shares; one-line errors."""
     if activation not in ACTIVATIONS:
         raise AlexNetError(f"{name}: unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
     if init not in INITS:
@@ -139,5 +145,9 @@ def _check_options(name, convs, num_classes, in_channels, activation, dropout, i
         raise AlexNetError(f"{name}: dropout must be in [0, 1), got {dropout}")
     if num_classes < 1 or in_channels < 1:
         raise AlexNetError(f"{name}: num_classes and in_channels must be >= 1")
+
+
+def _check_options(name, convs, num_classes, in_channels, activation, dropout, init, remove_conv) -> None:
+    check_common_options(name, num_classes, in_channels, activation, dropout, init)
     if remove_conv is not None and not 1 <= remove_conv <= len(convs):
         raise AlexNetError(f"{name}: remove_conv must be in 1..{len(convs)}, got {remove_conv}")

@@ -16,28 +16,17 @@ import torch
 from torch import nn
 
 from alexnet.errors import AlexNetError
-from alexnet.models.alexnet import ACTIVATIONS, INITS, initialise
+from alexnet.models.alexnet import ACTIVATIONS, check_common_options, initialise, square
 from alexnet.models.registry import register_model
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
-def _square(size) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
 def _check(name: str, activation: str, pooling: str, dropout: float, init: str, num_classes: int,
            in_channels: int) -> None:
-    if activation not in ACTIVATIONS:
-        raise AlexNetError(f"{name}: unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    check_common_options(name, num_classes, in_channels, activation, dropout, init)
     if pooling not in POOLS:
         raise AlexNetError(f"{name}: unknown pooling {pooling!r}; choose from {', '.join(POOLS)}")
-    if init not in INITS:
-        raise AlexNetError(f"{name}: unknown init {init!r}; choose from {', '.join(INITS)}")
-    if not 0.0 <= dropout < 1.0:
-        raise AlexNetError(f"{name}: dropout must be in [0, 1), got {dropout}")
-    if num_classes < 1 or in_channels < 1:
-        raise AlexNetError(f"{name}: num_classes and in_channels must be >= 1")
 
 
 class SmallCNN(nn.Module):
@@ -96,7 +85,7 @@ def lenet(*, num_classes: int = 10, in_channels: int = 1, input_size=28, activat
     """LeNet-5 as d2l 6.6: 6@5x5 pad 2, 16@5x5, avg-pool 2/2, sigmoid, Linear 400-120-84-10 (61,706 parameters)."""
     _check("lenet", activation, pooling, dropout, init, num_classes, in_channels)
     pools = [POOLS[pooling](kernel_size=2, stride=2) for _ in range(2)]
-    features, n = _conv_stack("lenet", [(6, 5, 2), (16, 5, 0)], pools, in_channels, _square(input_size),
+    features, n = _conv_stack("lenet", [(6, 5, 2), (16, 5, 0)], pools, in_channels, square(input_size),
                               activation)
     return SmallCNN(features, n, [120, 84], num_classes=num_classes, activation=activation, dropout=dropout,
                     init=init)
@@ -110,5 +99,5 @@ def cifar4(*, num_classes: int = 10, in_channels: int = 3, input_size=32, activa
     # Padded 3x3 stride-2 pools halve the map (rounding up), as cuda-convnet's: 32 -> 16 -> 8 -> 4, 28 -> 14 -> 7 -> 4.
     pools = [POOLS[pooling](kernel_size=3, stride=2, padding=1) for _ in range(3)]
     features, n = _conv_stack("cifar4", [(32, 5, 2), (32, 5, 2), (64, 5, 2)], pools, in_channels,
-                              _square(input_size), activation)
+                              square(input_size), activation)
     return SmallCNN(features, n, [], num_classes=num_classes, activation=activation, dropout=dropout, init=init)
