@@ -86,8 +86,10 @@ def cmd_eval(args) -> int:
     from alexnet.eval.api import evaluate_checkpoint
     from alexnet.report.plots import plot_confusion
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise AlexNetError(f"--batch-size must be >= 1, got {args.batch_size}")
     result, trained = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, ten_crops=args.ten_crop,
-                                          device=args.device)
+                                          batch_size=args.batch_size, device=args.device)
     out = args.out or Path(args.checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(result.confusion, trained.classes, out / "confusion.png")
@@ -99,7 +101,7 @@ def cmd_eval(args) -> int:
           f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}\nper class:")
     width = max(map(len, trained.classes))
     for name, acc in zip(trained.classes, result.per_class):
-        print(f"  {name:<{width}}  {acc:.4f}")
+        print(f"  {name:<{width}}  " + ("no test images" if acc is None else f"{acc:.4f}"))
     print("confusion matrix (rows: true, columns: predicted):")
     for name, row in zip(trained.classes, result.confusion):
         print(f"  {name:<{width}}  " + " ".join(f"{v:5d}" for v in row))
@@ -186,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--ten-crop", action="store_true", help="average the softmax of the paper's ten views")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval batch size, "
+                   "a tenth of it with --ten-crop)")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, help="folder for confusion.png (default: the checkpoint's)")

@@ -6,18 +6,21 @@ Overrides use dotted keys: `--set optim.lr=0.05 --set model.dropout=0.3` (values
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from alexnet.atomic import atomic_write
 from alexnet.errors import AlexNetError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DATASETS = ("fashion-mnist", "cifar10", "folder")
 SCHEDULES = ("constant", "step", "plateau", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 
 
 @dataclass
@@ -198,8 +201,8 @@ def validate(cfg: Config) -> Config:
         (t.seed >= 0, f"train.seed must be >= 0, got {t.seed}"),
         (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),
         (t.threads >= 0, f"train.threads must be >= 0, got {t.threads}"),
-        (t.checkpoint_every_steps >= 0, f"train.checkpoint_every_steps must be >= 0"),
-        (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+        (t.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0"),
+        (re.fullmatch(DEVICE_PATTERN, t.device) is not None,
          f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
     ]
     for ok, message in checks:
@@ -216,7 +219,9 @@ def validate(cfg: Config) -> Config:
     stats = Stats(mean=(0.5,) * channels, std=(0.5,) * channels,
                   eigval=(1.0,) * 3 if channels == 3 else None, eigvec=eye if channels == 3 else None)
     build_pipeline(d.train_augment, input_size=d.input_size, stats=stats)
-    build_pipeline(d.eval_augment, input_size=d.input_size, stats=stats)
+    if build_pipeline(d.eval_augment, input_size=d.input_size, stats=stats).is_random:
+        raise AlexNetError("data.eval_augment must be deterministic (resize, normalise, centre crop): evaluation "
+                           "has no random generator; put random ops in data.train_augment")
     return cfg
 
 
@@ -241,7 +246,7 @@ def build_model(cfg: Config, num_classes: int | None = None, _probe: bool = Fals
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def resolve(preset: str | None, overrides: dict[str, Any], out: Path | None = None,

@@ -3,13 +3,12 @@ safetensors (tensors only; the config, classes and normalisation statistics go i
 network takes normalised input: (image / 255 - mean) / std, the statistics being written beside the weights."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from alexnet.atomic import atomic_path
 from alexnet.errors import AlexNetError
 from alexnet.eval.api import Trained, load_trained
 
@@ -22,13 +21,8 @@ def export(checkpoint: Path, out: Path, fmt: str) -> dict:
     trained = load_trained(checkpoint, device="cpu")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        info = (_onnx if fmt == "onnx" else _safetensors)(trained, Path(tmp))
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out) as tmp:
+        info = (_onnx if fmt == "onnx" else _safetensors)(trained, tmp)
     return {"path": str(out), "format": fmt, **info}
 
 
@@ -38,7 +32,10 @@ def _metadata(trained: Trained) -> dict[str, str]:
 
 
 def _safetensors(trained: Trained, path: Path) -> dict:
-    from safetensors.torch import save_file
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise AlexNetError("safetensors export needs safetensors: pip install 'alexnet[export]'") from None
 
     state = {k: v.contiguous() for k, v in trained.model.state_dict().items()}
     save_file(state, str(path), metadata=_metadata(trained))
@@ -49,6 +46,7 @@ def _onnx(trained: Trained, path: Path) -> dict:
     try:
         import onnx
         import onnxruntime
+        import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
     except ImportError:
         raise AlexNetError("ONNX export needs onnx and onnxruntime: pip install 'alexnet[export]'") from None
     c, s = trained.stats.channels, trained.cfg.data.input_size

@@ -120,3 +120,16 @@ def test_export_safetensors_round_trip(run, cli, tmp_path):
 def test_eval_of_a_missing_checkpoint(cli, tmp_path):
     code, _, err = cli("eval", "--checkpoint", tmp_path / "nope.pt")
     assert code == 2 and "no checkpoint at" in err
+
+
+def test_tally_counts_and_a_class_without_test_images():
+    from alexnet.eval.metrics import Tally
+
+    tally = Tally(num_classes=3, device="cpu")
+    logits = torch.tensor([[3.0, 1, 0], [0, 2, 1], [2, 1, 0], [0, 1, 2]])
+    labels = torch.tensor([0, 1, 1, 0])  # no image of class 2
+    tally.update(logits, labels, torch.tensor(1.5))
+    result = tally.result()
+    assert result.confusion == [[1, 0, 1], [1, 1, 0], [0, 0, 0]]
+    assert result.per_class == [0.5, 0.5, None]
+    assert (result.count, result.top1, result.loss) == (4, 0.5, 1.5 / 4)

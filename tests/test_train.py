@@ -134,6 +134,8 @@ def test_nan_loss_stops_within_a_step_and_keeps_the_checkpoint(tmp_path, data_di
     (["--set", "data.train_augment=[{op: twirl}]"], "twirl"),
     (["--set", "train.precision=fp8"], "train.precision must be one of"),
     (["--set", "train.batch_size=lots"], "train.batch_size must be int"),
+    (["--set", "data.eval_augment=[{op: hflip}]"], "data.eval_augment must be deterministic"),
+    (["--device", "cuda:x"], "train.device must be auto, cpu, cuda or cuda:N"),
 ])
 def test_config_errors_before_any_work(tmp_path, cli, args, message):
     out = tmp_path / "never"
@@ -155,3 +157,25 @@ def test_existing_run_needs_resume_and_same_config(tmp_path, data_dir, cli):
     code, _, err = cli("train", "--preset", "quick", "--out", out, "--data-dir", data_dir, *TINY,
                        "--set", "optim.momentum=0.5", "--resume")
     assert code == 2 and "cannot resume: optim.momentum is 0.5 but the run was started with 0.9" in err
+
+
+def test_fewer_images_than_one_batch_is_an_error_not_an_empty_run(tmp_path, data_dir, cli):
+    code, _, err = cli("train", "--preset", "quick", "--out", tmp_path / "run", "--data-dir", data_dir,
+                       "--batch-size", "1024")
+    assert code == 2 and err.count("\n") == 1
+    assert "512 training images are fewer than one batch of 1024" in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_rewrites_metrics_from_the_checkpoint(tmp_path, data_dir):
+    # A kill after metrics.jsonl got an epoch's record but before checkpoint.pt (the commit point) did: the
+    # resumed run repeats that epoch, and the record appears once.
+    out = tmp_path / "run"
+    run_cli("--out", out, "--data-dir", data_dir, *TINY, "--epochs", "1")
+    metrics = out / "metrics.jsonl"
+    first = metrics.read_text()
+    metrics.write_text(first + first.replace('"epoch": 1', '"epoch": 2'))
+    run_cli("--out", out, "--data-dir", data_dir, *TINY, "--resume")
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and metrics.read_text().startswith(first)
+    assert records == torch.load(out / "checkpoint.pt", weights_only=True)["progress"]["history"]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from alexnet.config import Config, build_model
+from alexnet.data.augment import grayscale
 from alexnet.data.folder import decode_rgb, resize_center_crop
 from alexnet.data.pipeline import Pipeline, Stats, build_pipeline
 from alexnet.errors import AlexNetError
@@ -45,19 +46,19 @@ def load_trained(checkpoint: Path, device: str = "auto") -> Trained:
 
 def evaluate_checkpoint(checkpoint: Path, *, data_dir: str | None = None, ten_crops: bool = False,
                         device: str = "auto", batch_size: int | None = None) -> tuple[EvalResult, Trained]:
-    from alexnet.train.data import load_split
-    from alexnet.data.loader import DeviceLoader, FolderLoader
+    from alexnet.train.data import load_split, make_loader
 
     trained = load_trained(checkpoint, device)
     cfg = trained.cfg
     if data_dir is not None:
         cfg.data.data_dir = data_dir
     test = load_split(cfg, "test")
-    size = batch_size or cfg.train.eval_batch_size
-    if cfg.data.dataset == "folder":
-        loader = FolderLoader(test, batch_size=size, device=trained.device, shuffle=False, workers=cfg.data.workers)
-    else:
-        loader = DeviceLoader(test.images, test.labels, batch_size=size, device=trained.device, shuffle=False)
+    if list(test.classes) != trained.classes:
+        raise AlexNetError(f"the test data's classes ({', '.join(test.classes)}) are not the ones the model was "
+                           f"trained on ({', '.join(trained.classes)})")
+    # ten crops put ten views of every image through the model at once: keep the memory of a plain evaluation
+    size = batch_size or (max(1, cfg.train.eval_batch_size // 10) if ten_crops else None)
+    loader = make_loader(cfg, test, trained.device, train=False, batch_size=size)
     result = evaluate(trained.model, loader, trained.pipeline, num_classes=len(trained.classes),
                       precision=cfg.train.precision, ten_crops=ten_crops)
     return result, trained
@@ -69,8 +70,7 @@ def load_image(trained: Trained, path: Path) -> torch.Tensor:
         raise AlexNetError(f"{path}: no such file")
     image = decode_rgb(path)                                     # (3, H, W) uint8
     if trained.stats.channels == 1:                              # Fashion-MNIST: grey, as torchvision's weights
-        grey = (0.2989 * image[0] + 0.587 * image[1] + 0.114 * image[2]).round().clamp(0, 255)
-        image = grey.to(torch.uint8)[None]
+        image = grayscale(image[None].float()).round().clamp(0, 255).to(torch.uint8)[0]
     size = NATIVE_SIZE.get(trained.cfg.data.dataset, trained.cfg.data.image_size)
     return resize_center_crop(image, size)
 

@@ -24,7 +24,7 @@ def evaluate(model, loader, pipeline, *, num_classes: int, precision: str = "fp3
             if ten_crops:
                 views = _ten_views(batch.images, pipeline)              # (10, b, C, S, S)
                 logits = model(views.flatten(0, 1).contiguous(memory_format=fmt)).float()
-                probs = logits.softmax(-1).view(10, len(batch.labels), -1).mean(0)
+                probs = logits.softmax(-1).view(10, len(batch.labels), num_classes).mean(0)
                 logits = probs.clamp_min(1e-12).log()                   # log of the averaged softmax
             else:
                 logits = model(pipeline(batch.images).contiguous(memory_format=fmt)).float()

@@ -21,8 +21,8 @@ class Tally:
         hit = topk == labels[:, None]
         self.count += len(labels)
         self.sums += torch.stack([hit[:, 0].sum().double(), hit.any(1).sum().double(), loss_sum.double()])
-        self.confusion += torch.bincount(labels * self.num_classes + topk[:, 0],
-                                         minlength=self.num_classes ** 2)
+        # index_add_, not bincount: on CUDA bincount reads min and max back to the host every call
+        self.confusion.index_add_(0, labels * self.num_classes + topk[:, 0], torch.ones_like(labels))
 
     def result(self) -> "EvalResult":
         totals = all_sum(torch.cat([self.sums, torch.tensor([float(self.count)], dtype=torch.float64,
@@ -30,7 +30,7 @@ class Tally:
         all_sum(self.confusion)
         top1, topk, loss, count = totals.tolist()
         confusion = self.confusion.view(self.num_classes, self.num_classes).cpu()
-        per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
+        per_class = [hits / n if n else None for hits, n in zip(confusion.diag().tolist(), confusion.sum(1).tolist())]
         return EvalResult(count=int(count), top1=top1 / max(count, 1), top5=topk / max(count, 1),
                           loss=loss / max(count, 1), per_class=per_class, confusion=confusion.tolist())
 
@@ -41,7 +41,7 @@ class EvalResult:
     top1: float
     top5: float                   # top-min(5, classes)
     loss: float                   # mean cross-entropy
-    per_class: list[float]        # accuracy of each true class
+    per_class: list[float | None]  # accuracy of each true class; None for a class with no test images
     confusion: list[list[int]]    # [true][predicted]
 
     def to_dict(self) -> dict:

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
+from alexnet.atomic import atomic_write
 from alexnet.config import Config
 from alexnet.errors import AlexNetError
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, atomic_write, begin, error_rate, finish, \
+from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, \
     read_metrics, run_arm
 from alexnet.train.distributed import DistEnv, pick_device
 from alexnet.train.trainer import METRICS

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from alexnet.atomic import atomic_write
 from alexnet.config import Config, apply_overrides, load_config, load_preset
 from alexnet.errors import AlexNetError
 from alexnet.train.guards import Diverged
@@ -158,17 +159,15 @@ def train_set_accuracy(run: ArmRun) -> float | None:
     """Accuracy of the final weights on the arm's training images, in eval mode (no dropout, no augmentation):
     the training error a train-test gap should use. The per-epoch train_acc is measured with dropout and
     augmentation on, while the weights still move."""
-    from alexnet.data.loader import DeviceLoader
     from alexnet.eval.api import load_trained
     from alexnet.eval.evaluate import evaluate
-    from alexnet.train.data import load_split
+    from alexnet.train.data import load_split, make_loader
 
     if run.error or not (run.run_dir / CHECKPOINT).exists():
         return None
     trained = load_trained(run.run_dir / CHECKPOINT, run.cfg.train.device)
     data = load_split(run.cfg, "train")
-    loader = DeviceLoader(data.images, data.labels, batch_size=run.cfg.train.eval_batch_size,
-                          device=trained.device, shuffle=False)
+    loader = make_loader(run.cfg, data, trained.device, train=False)
     return evaluate(trained.model, loader, trained.pipeline, num_classes=len(trained.classes),
                     precision=run.cfg.train.precision).top1
 
@@ -206,14 +205,6 @@ def _load() -> float | None:
 
 
 # --- writing the results ----------------------------------------------------------------------------------------
-
-def atomic_write(path: Path, text: str) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
 
 def markdown_table(columns: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -9,13 +9,13 @@ Both read a run's checkpoint (`best.pt` or `checkpoint.pt`) and write a PNG atom
 """
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from alexnet.atomic import atomic_path
 from alexnet.errors import AlexNetError
 from alexnet.eval.api import Trained, load_trained
 
@@ -55,9 +55,8 @@ def _save_image(array: np.ndarray, path: Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    plt.imsave(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        plt.imsave(tmp, array)
 
 
 def filters(checkpoint: Path, out_png: Path) -> dict:

@@ -2,14 +2,13 @@
 configured `alexnet.data.pipeline.Pipeline`, to check by eye what the network is shown (the paper's section 4.1
 augmentations, or a preset's)."""
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from matplotlib.figure import Figure
 
+from alexnet.atomic import atomic_path
 from alexnet.data.pipeline import Pipeline
 
 CELL_INCHES = 1.4  # each image drawn 1.4 x 1.4 inches (140 px at the default 100 dpi)
@@ -59,12 +58,6 @@ def augment_grid(images: torch.Tensor, pipeline: Pipeline, out: Path, *, samples
 
     # Atomic: a reader (or a crash mid-write) never sees half a PNG.
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
     return out

@@ -1,7 +1,6 @@
 """Figures: training curves drawn as d2l's `train_ch6` draws them (train loss, train acc, test acc against
 epochs on one axis), and a confusion matrix. Saved atomically (temp file, then rename)."""
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -9,14 +8,16 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from alexnet.atomic import atomic_path  # noqa: E402
+
 
 def save_figure(fig, path: Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:

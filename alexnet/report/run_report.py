@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from alexnet.atomic import atomic_write
 from alexnet.config import Config
 from alexnet.report.plots import plot_curves
 
@@ -33,8 +34,4 @@ evaluation. **Best:** test accuracy {best['test_acc']:.4f} at epoch {best['epoch
 |---|---|---|---|---|---|---|---|
 {rows}
 """
-    path = out / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return atomic_write(out / "report.md", text)

@@ -1,39 +1,24 @@
 """Checkpoints that survive a crash at any instant and resume bit-exactly.
 
-Written atomically: a temp file in the same directory, flushed and fsync'ed, then `os.replace`d over the old
-one (and the directory fsync'ed), so a kill at any point leaves either the old or the new file, never half of
+Written atomically (`alexnet.atomic`): a kill at any point leaves either the old or the new file, never half of
 one. Loaded with `torch.load(weights_only=True)`: tensors, numbers, strings, lists and dicts only, so a
-crafted checkpoint cannot run code. The RNG states of Python, NumPy and torch (CPU, CUDA) travel along.
+crafted checkpoint cannot run code. The RNG states of Python, NumPy and torch (CPU, and the current CUDA device: a
+resumed run may see a different number of GPUs) travel along.
 """
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from alexnet.atomic import atomic_path
 from alexnet.errors import AlexNetError
 
 
 def atomic_save(obj, path: Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself is durable only once the directory entry is
-    finally:
-        os.close(dir_fd)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -55,7 +40,7 @@ def rng_state() -> dict:
         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
 
 
@@ -67,4 +52,4 @@ def set_rng_state(state: dict) -> None:
                          n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])

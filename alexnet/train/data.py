@@ -8,6 +8,7 @@ from alexnet.config import Config
 from alexnet.data.pipeline import Pipeline, Stats, build_pipeline, compute_stats
 from alexnet.data.datasets import load_dataset
 from alexnet.data.loader import DeviceLoader, FolderLoader
+from alexnet.errors import AlexNetError
 from alexnet.train import distributed
 from alexnet.train.distributed import DistEnv
 
@@ -30,11 +31,12 @@ def load_split(cfg: Config, split: str):
                         skip_bad_files=d.skip_bad_files)
     limit = d.train_subset if split == "train" else d.test_subset
     if d.dataset == "folder":
-        if limit:
-            data.samples, data.labels = data.samples[:limit], data.labels[:limit]
+        if limit:  # the files are listed class by class: a seeded random subset, not the first classes
+            keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+            data.samples, data.labels = [data.samples[i] for i in keep.tolist()], data.labels[keep]
         data.verify()  # an undecodable file is an error now, not a crash in a worker mid-epoch
     elif limit:
-        # clone: a view would keep the whole dataset alive on the device
+        # the first N (these files are not ordered by class); a clone, as a view would keep all of it alive
         data.images, data.labels = data.images[:limit].clone(), data.labels[:limit].clone()
     return data
 
@@ -47,6 +49,19 @@ def dataset_stats(data) -> Stats:
     return compute_stats(data.images)
 
 
+def make_loader(cfg: Config, data, device: torch.device, *, train: bool, env: DistEnv = DistEnv(),
+                batch_size: int | None = None) -> DeviceLoader | FolderLoader:
+    """Training order (shuffled by seed and epoch, drop_last as configured) or evaluation order (every sample
+    once), this rank's share of it."""
+    t = cfg.train
+    options = dict(batch_size=batch_size or (t.batch_size if train else t.eval_batch_size), device=device,
+                   shuffle=train, seed=t.seed, drop_last=train and t.drop_last, rank=env.rank,
+                   world_size=env.world_size)
+    if cfg.data.dataset == "folder":
+        return FolderLoader(data, workers=cfg.data.workers, **options)
+    return DeviceLoader(data.images, data.labels, **options)
+
+
 def prepare_data(cfg: Config, env: DistEnv, device: torch.device, stats: Stats | None = None) -> RunData:
     # Rank 0 first: if it downloads, the others find the files afterwards instead of fetching them too.
     if env.is_main:
@@ -55,17 +70,12 @@ def prepare_data(cfg: Config, env: DistEnv, device: torch.device, stats: Stats |
     if not env.is_main:
         train, test = load_split(cfg, "train"), load_split(cfg, "test")
     stats = stats or dataset_stats(train)
-    d, t = cfg.data, cfg.train
-    common = dict(device=device, rank=env.rank, world_size=env.world_size)
-    if d.dataset == "folder":
-        train_loader = FolderLoader(train, batch_size=t.batch_size, shuffle=True, seed=t.seed,
-                                    drop_last=t.drop_last, workers=d.workers, **common)
-        test_loader = FolderLoader(test, batch_size=t.eval_batch_size, shuffle=False, workers=d.workers, **common)
-    else:
-        train_loader = DeviceLoader(train.images, train.labels, batch_size=t.batch_size, shuffle=True,
-                                    seed=t.seed, drop_last=t.drop_last, **common)
-        test_loader = DeviceLoader(test.images, test.labels, batch_size=t.eval_batch_size, shuffle=False, **common)
-    return RunData(train=train_loader, test=test_loader,
+    d = cfg.data
+    train_loader = make_loader(cfg, train, device, train=True, env=env)
+    if len(train_loader) == 0:
+        raise AlexNetError(f"{len(train)} training images are fewer than one batch of {cfg.train.batch_size} "
+                           f"(train.drop_last drops it): lower --batch-size")
+    return RunData(train=train_loader, test=make_loader(cfg, test, device, train=False, env=env),
                    train_pipeline=build_pipeline(d.train_augment, input_size=d.input_size, stats=stats),
                    eval_pipeline=build_pipeline(d.eval_augment, input_size=d.input_size, stats=stats),
                    classes=list(train.classes), stats=stats)

@@ -3,10 +3,14 @@ WORLD_SIZE, MASTER_ADDR/PORT; a plain `alexnet train` has none of them and runs 
 NCCL on CUDA, gloo on CPU. Metrics are reduced as sums, so every rank ends with the exact global figures."""
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from alexnet.config import DEVICE_PATTERN
+from alexnet.errors import AlexNetError
 
 
 @dataclass(frozen=True)
@@ -33,15 +37,21 @@ class DistEnv:
 
 
 def pick_device(requested: str, env: DistEnv) -> torch.device:
-    from alexnet.errors import AlexNetError
-
+    if re.fullmatch(DEVICE_PATTERN, requested) is None:
+        raise AlexNetError(f"device must be auto, cpu, cuda or cuda:N, got {requested!r}")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise AlexNetError("device cuda was asked for but no CUDA device is available; use --device cpu")
-        # Under torchrun each process takes the GPU of its local rank.
-        return torch.device("cuda", env.local_rank if requested == "cuda" else int(requested.split(":")[1]))
+        if requested == "cuda":  # under torchrun each process takes the GPU of its local rank
+            return torch.device("cuda", env.local_rank)
+        index = int(requested.split(":")[1])
+        if env.distributed:
+            raise AlexNetError(f"device {requested} under torchrun would put every rank on one GPU; use cuda")
+        if index >= torch.cuda.device_count():
+            raise AlexNetError(f"device {requested} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
@@ -68,6 +78,11 @@ def all_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_sum_async(tensor: torch.Tensor):
+    """Starts an in-place sum across ranks; returns the handle to `wait()` on, or None in a single process."""
+    return dist.all_reduce(tensor, op=dist.ReduceOp.SUM, async_op=True) if dist.is_initialized() else None
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

@@ -7,6 +7,7 @@ import signal
 import torch
 
 from alexnet.errors import AlexNetError
+from alexnet.train import distributed
 
 
 class Diverged(AlexNetError):
@@ -50,14 +51,17 @@ class SignalFlag:
 
 class DivergenceGuard:
     """Stops the run when the loss is NaN or inf. The check of step t is read after step t + 1 is queued, so
-    the device never waits on the host (one step of lag; a checkpoint first calls `flush()`)."""
+    the device never waits on the host (one step of lag; a checkpoint first calls `flush()`). Under torchrun the
+    flag is summed over the ranks on the way, so every rank stops at the same step instead of the others waiting
+    in a collective for the one that left."""
 
     def __init__(self, lr_of_step):
-        self._pending: tuple[int, torch.Tensor] | None = None
+        self._pending: tuple[int, torch.Tensor, object] | None = None
         self._lr_of_step = lr_of_step
 
     def push(self, step: int, loss_sum: torch.Tensor) -> None:
-        previous, self._pending = self._pending, (step, torch.isfinite(loss_sum.detach()))
+        bad = (~torch.isfinite(loss_sum.detach())).float().reshape(1)
+        previous, self._pending = self._pending, (step, bad, distributed.all_sum_async(bad))
         if previous is not None:
             self._check(*previous)
 
@@ -66,8 +70,10 @@ class DivergenceGuard:
             self._check(*self._pending)
             self._pending = None
 
-    def _check(self, step: int, finite: torch.Tensor) -> None:
-        if not bool(finite):
+    def _check(self, step: int, bad: torch.Tensor, reduction) -> None:
+        if reduction is not None:
+            reduction.wait()
+        if bool(bad):
             self.diverged(step)
 
     def diverged(self, step: int) -> None:

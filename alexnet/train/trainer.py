@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from alexnet.atomic import atomic_write
 from alexnet.config import Config, build_model, save_config, validate
+from alexnet.data.pipeline import Stats
 from alexnet.errors import AlexNetError
 from alexnet.eval.evaluate import evaluate
 from alexnet.train import distributed
@@ -62,7 +64,8 @@ def step_seed(seed: int, rank: int, step: int, stream: int) -> int:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, out: Path, env: DistEnv, device: torch.device, *, quiet: bool = False):
+    def __init__(self, cfg: Config, out: Path, env: DistEnv, device: torch.device, *, quiet: bool = False,
+                 stats: Stats | None = None):
         self.cfg, self.out, self.env, self.device = cfg, Path(out), env, device
         self.quiet = quiet or not env.is_main
         t = cfg.train
@@ -76,7 +79,7 @@ class Trainer:
                           "consider --set train.precision=fp32", stacklevel=2)
         torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
         torch.manual_seed(t.seed)
-        self.data: RunData = prepare_data(cfg, env, device)
+        self.data: RunData = prepare_data(cfg, env, device, stats)  # a resumed run keeps its statistics
         self.model = build_model(cfg, num_classes=len(self.data.classes)).to(device)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
@@ -118,10 +121,14 @@ class Trainer:
         """Seconds of training and evaluation in this run, earlier processes included."""
         return self.progress.wall_s + time.perf_counter() - self._started
 
-    def save_checkpoint(self) -> None:
-        self.guard.flush()  # never write weights that a NaN already reached
+    def check_weights(self) -> None:
+        """Raises Diverged if a NaN or inf reached the loss or the weights: they are never written."""
+        self.guard.flush()
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             self.guard.diverged(self.progress.global_step - 1)
+
+    def save_checkpoint(self) -> None:
+        self.check_weights()
         self.progress.partial = self._epoch_totals()
         if self.env.is_main:
             atomic_save(self.state_dict(), self.out / CHECKPOINT)
@@ -235,13 +242,16 @@ class Trainer:
         p.epoch, p.step_in_epoch = epoch + 1, 0
         improved = result.top1 > p.best_acc
         p.best_acc = max(p.best_acc, result.top1)
-        self.save_checkpoint()
+        self.check_weights()
+        # checkpoint.pt last: it is the commit point. A kill before it re-runs this epoch on resume (bit-exactly,
+        # so best.pt and metrics.jsonl come out the same); a kill after it finds them already written.
         if self.env.is_main:
             if improved:
                 atomic_save(best_state(self.state_dict(), record), self.out / BEST)
             write_metrics(self.out / METRICS, p.history)
-            if not self.quiet:
-                print(format_record(record, cfg.train.epochs), flush=True)
+        self.save_checkpoint()
+        if self.env.is_main and not self.quiet:
+            print(format_record(record, cfg.train.epochs), flush=True)
 
 
 def best_state(state: dict, record: dict) -> dict:
@@ -252,9 +262,7 @@ def best_state(state: dict, record: dict) -> dict:
 
 def write_metrics(path: Path, history: list[dict]) -> None:
     """Rewritten whole (atomically) from the checkpoint's history, so it always agrees with the checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    tmp.replace(path)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in history))
 
 
 def format_record(r: dict, epochs: int) -> str:
@@ -279,11 +287,13 @@ def train(cfg: Config, out: Path, *, resume: bool = False, quiet: bool = False) 
         save_config(cfg, out / CONFIG)
     distributed.init(env, device)
     try:
-        trainer = Trainer(cfg, out, env, device, quiet=quiet)
+        stats = Stats.from_dict(state["stats"]) if state is not None else None
+        trainer = Trainer(cfg, out, env, device, quiet=quiet, stats=stats)
         if state is not None:
             trainer.load_state_dict(state)
             p = trainer.progress
             if env.is_main:
+                write_metrics(out / METRICS, p.history)  # drops a record of an epoch that the kill undid
                 print(f"resuming {out} at epoch {p.epoch + 1}, step {p.global_step}", flush=True)
         history = trainer.fit()
         if env.is_main:
