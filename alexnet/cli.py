@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from alexnet.cli_args import parse_option, parse_shape, positive_int
 from alexnet.errors import AlexNetError
 
 
@@ -19,24 +20,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _parse_shape(text: str) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected C,H,W as three positive integers, got {text!r}")
-    return shape
-
-
-def _parse_option(text: str) -> tuple[str, object]:
-    import yaml
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
-
-
 def cmd_summary(args) -> int:
     from alexnet.analysis import format_summary, summarize
     from alexnet.models import create_model, model_info
@@ -44,6 +27,9 @@ def cmd_summary(args) -> int:
     info = model_info(args.model)
     shape = args.input or info.input_shape
     options = dict(args.option)
+    for key in ("in_channels", "input_size"):
+        if key in options:
+            raise AlexNetError(f"--option {key} is set by --input C,H,W")
     options.update(in_channels=shape[0], input_size=(shape[1], shape[2]))
     if args.classes is not None:
         options["num_classes"] = args.classes
@@ -134,21 +120,29 @@ def cmd_export(args) -> int:
 
 
 def cmd_augment(args) -> int:
+    import torch
+
     from alexnet.config import resolve
+    from alexnet.data.datasets import load_dataset
     from alexnet.data.pipeline import build_pipeline, compute_stats
     from alexnet.report.grid import augment_grid
-    from alexnet.train.data import load_split
+    from alexnet.train.data import FOLDER_STATS_IMAGES
 
     cfg = resolve(args.preset, dict(args.set))
     if args.dataset:
         cfg.data.dataset = args.dataset
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
-    data = load_split(cfg, "train")
-    images = data.images
-    pipeline = build_pipeline(cfg.data.train_augment, input_size=cfg.data.input_size, stats=compute_stats(images))
+    d = cfg.data
+    data = load_dataset(d.dataset, "train", d.data_dir, d.download, image_size=d.image_size)
+    if d.dataset == "folder":  # decode a seeded sample (statistics and drawing), not the whole folder
+        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:FOLDER_STATS_IMAGES]
+        images, labels = data.decode(pick.tolist()), data.labels[pick]
+    else:
+        images, labels = data.images, data.labels
+    pipeline = build_pipeline(d.train_augment, input_size=d.input_size, stats=compute_stats(images))
     path = augment_grid(images, pipeline, args.out, samples=args.samples, variants=args.variants, seed=args.seed,
-                        classes=data.classes, labels=data.labels)
+                        classes=data.classes, labels=labels)
     print(f"wrote {path}: {args.samples} images and {args.variants} augmented versions each ({pipeline!r})")
     return 0
 
@@ -162,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters, FLOPs and activation memory")
     p.add_argument("--model", default="d2l", choices=list_models())
-    p.add_argument("--input", type=_parse_shape, metavar="C,H,W", help="input shape (default: the model's own)")
+    p.add_argument("--input", type=parse_shape, metavar="C,H,W", help="input shape (default: the model's own)")
     p.add_argument("--classes", type=int, help="number of output classes")
-    p.add_argument("--option", type=_parse_option, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. --option lrn=true --option two_column=true")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_summary)
@@ -176,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int, help="global batch size (split across torchrun ranks)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--set", type=_parse_option, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.schedule=cosine --set model.dropout=0.3")
     p.add_argument("--data-dir", help="where the dataset files are")
     p.add_argument("--download", action="store_true", help="download the dataset if it is not found")
@@ -199,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k classes of image files")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
@@ -214,10 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="d2l-fast", help="whose train_augment to draw (default d2l-fast)")
     p.add_argument("--dataset", choices=["fashion-mnist", "cifar10", "folder"])
     p.add_argument("--data-dir")
-    p.add_argument("--set", type=_parse_option, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", type=parse_option, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--samples", type=int, default=8)
-    p.add_argument("--variants", type=int, default=5)
+    p.add_argument("--samples", type=positive_int, default=8)
+    p.add_argument("--variants", type=positive_int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_augment)
 

@@ -12,23 +12,22 @@ import sys
 import time
 from pathlib import Path
 
+from alexnet.cli_args import parse_option
 from alexnet.errors import AlexNetError
 
 
 def add_parser(sub) -> None:
-    from alexnet.cli import _parse_option  # here, not at import time: alexnet.cli imports this module
-
     p = sub.add_parser("bench", help="throughput and MFU vs the d2l baseline, time to accuracy, largest batch")
-    p.add_argument("--model", default="d2l", help="registered model (see `alexnet summary --help`)")
+    p.add_argument("--model", help="registered model (default d2l; see `alexnet summary --help`)")
     p.add_argument("--input-size", type=int, help="side of the model's input, px (default: the model's own)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, help="default 128")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (autocast, as the trainer)")
+    p.add_argument("--precision", help="fp32 (default), bf16 or fp16 (autocast, as the trainer)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
-    p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
+    p.add_argument("--steps", type=int, help="timed steps (default 10)")
+    p.add_argument("--warmup", type=int, help="untimed steps before them (default 3)")
+    p.add_argument("--threads", type=int, help="CPU intra-op threads (0, the default: torch's default)")
     p.add_argument("--synthetic", action="store_true", help="random images of Fashion-MNIST's shape")
     p.add_argument("--data-dir", help="where the Fashion-MNIST files are")
     p.add_argument("--baseline", action="store_true", help="also measure the d2l DataLoader recipe, same process")
@@ -39,16 +38,44 @@ def add_parser(sub) -> None:
     mode.add_argument("--max-batch", action="store_true", help="largest training batch that fits (CUDA only)")
     mode.add_argument("--loader", action="store_true",
                       help="data delivery only: our on-device loader + augmentation vs the d2l DataLoader")
-    p.add_argument("--preset", default="quick", help="time to accuracy: the recipe to train (default quick)")
-    p.add_argument("--set", type=_parse_option, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--preset", help="time to accuracy: the recipe to train (default quick)")
+    p.add_argument("--set", type=parse_option, action="append", metavar="KEY=VALUE",
                    help="time to accuracy: config override, as `alexnet train --set`")
     p.add_argument("--out", type=Path, help="time to accuracy: run folder (default runs/tta-PRESET-TIME)")
     p.set_defaults(func=cmd_bench)
 
 
-def cmd_bench(args) -> int:
+# Which flags each mode reads; giving one to a mode that would ignore it is an error, not a silent no-op.
+MODES = {
+    "throughput": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "steps", "warmup",
+                   "threads", "synthetic", "baseline"},
+    "max-batch": {"model", "input_size", "precision", "channels_last", "compile", "threads"},
+    "loader": {"input_size", "batch_size", "steps", "warmup", "synthetic"},
+    "time-to-accuracy": {"preset", "set", "out"},
+}
+DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "fp32", "steps": 10, "warmup": 3, "threads": 0,
+            "preset": "quick"}
+
+
+def _check_mode(args) -> None:
     if args.baseline and (args.time_to_accuracy is not None or args.max_batch):
         raise AlexNetError("--baseline goes with the throughput measurement, not --time-to-accuracy or --max-batch")
+    mode = ("time-to-accuracy" if args.time_to_accuracy is not None else "max-batch" if args.max_batch
+            else "loader" if args.loader else "throughput")
+    for name in sorted(set().union(*MODES.values()) - MODES[mode]):
+        if getattr(args, name) not in (None, False, []):
+            where = "the throughput measurement" if mode == "throughput" else f"--{mode}"
+            hint = " (set the recipe with --set, e.g. --set train.batch_size=256)" if mode == "time-to-accuracy" else ""
+            raise AlexNetError(f"--{name.replace('_', '-')} does not apply to {where}{hint}")
+    if args.input_size is not None and args.input_size < 1:
+        raise AlexNetError(f"--input-size must be >= 1, got {args.input_size}")
+    for name, value in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def cmd_bench(args) -> int:
+    _check_mode(args)
     if args.time_to_accuracy is not None:
         return _time_to_accuracy(args)
     if args.loader:
@@ -56,7 +83,8 @@ def cmd_bench(args) -> int:
 
         if args.steps < 1 or args.batch_size < 1:
             raise AlexNetError("--steps and --batch-size must be >= 1")
-        result = measure_loader(batch_size=args.batch_size, input_size=args.input_size or 224,
+        size = 224 if args.input_size is None else args.input_size
+        result = measure_loader(batch_size=args.batch_size, input_size=size,
                                 device=args.device or "auto", steps=args.steps, warmup=args.warmup,
                                 data_dir=args.data_dir, synthetic=args.synthetic)
         print(json.dumps(result) if args.json else format_loader(result))
@@ -82,7 +110,7 @@ def _time_to_accuracy(args) -> int:
     from alexnet.bench import format_tta, time_to_accuracy
     from alexnet.config import resolve
 
-    overrides = dict(args.set)
+    overrides = dict(args.set or [])
     for key, value in (("data.data_dir", args.data_dir), ("train.device", args.device)):
         if value is not None:
             overrides[key] = value

@@ -4,9 +4,9 @@
 User errors are `AlexNetError`s, which the CLI prints as one line with exit code 2.
 """
 
-import argparse
 from pathlib import Path
 
+from alexnet.cli_args import positive_int
 from alexnet.experiments import BUDGETS, list_studies
 
 
@@ -62,21 +62,11 @@ def add_parsers(sub) -> None:
     n = what.add_parser("neighbours", help="test images and their nearest training images in feature space")
     n.add_argument("--checkpoint", required=True, type=Path)
     n.add_argument("--out", required=True, type=Path, help="PNG file")
-    n.add_argument("--queries", type=_positive, default=5, help="number of query images (default 5)")
-    n.add_argument("--k", type=_positive, default=6, help="neighbours per query (default 6)")
+    n.add_argument("--queries", type=positive_int, default=5, help="number of query images (default 5)")
+    n.add_argument("--k", type=positive_int, default=6, help="neighbours per query (default 6)")
     n.add_argument("--split", choices=["test", "train"], default="test", help="where the queries come from")
-    n.add_argument("--train-limit", type=_positive, help="search only the first N training images")
+    n.add_argument("--train-limit", type=positive_int, help="search only the first N training images")
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--data-dir")
     n.add_argument("--device", default="auto")
     n.set_defaults(func=cmd_neighbours)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value

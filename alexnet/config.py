@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from alexnet.atomic import atomic_write
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DATASETS = ("fashion-mnist", "cifar10", "folder")
@@ -91,7 +91,12 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        if not isinstance(d, dict):
+            raise AlexNetError(f"a config is a mapping of sections (model, data, optim, train), got {d!r:.60}")
         d = dict(d)
+        for section in ("model", "data", "optim", "train"):
+            if not isinstance(d.get(section) or {}, dict):
+                raise AlexNetError(f"config section {section} must be a mapping, got {d[section]!r:.60}")
         unknown = set(d) - {"preset", "model", "data", "optim", "train"}
         if unknown:
             raise AlexNetError(f"unknown config section {', '.join(sorted(unknown))}; "
@@ -123,8 +128,12 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     for key, value in overrides.items():
         if key.startswith("model."):
             option = key.split(".", 1)[1]
-            if option == "name":
+            if option == "name":  # another model keeps only the options it has (dropout, init, ...)
+                from alexnet.models import model_options
+
                 cfg.model.name = str(value)
+                kept = model_options(cfg.model.name)
+                cfg.model.options = {k: v for k, v in cfg.model.options.items() if k in kept}
             else:
                 cfg.model.options[option] = value
         else:
@@ -262,4 +271,11 @@ def resolve(preset: str | None, overrides: dict[str, Any], out: Path | None = No
 
 
 def load_config(path: Path) -> Config:
-    return Config.from_dict(yaml.safe_load(Path(path).read_text()))
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise AlexNetError(f"{path}: not a readable YAML config ({one_line(e)})") from None
+    try:
+        return Config.from_dict(data)
+    except AlexNetError as e:
+        raise AlexNetError(f"{path}: {e}") from None

@@ -46,14 +46,15 @@ def _onnx(trained: Trained, path: Path) -> dict:
     try:
         import onnx
         import onnxruntime
-        import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
+        import onnxscript  # noqa: F401  (needed by torch.onnx.export(dynamo=True))
     except ImportError:
         raise AlexNetError("ONNX export needs onnx and onnxruntime: pip install 'alexnet[export]'") from None
     c, s = trained.stats.channels, trained.cfg.data.input_size
     example = torch.randn(2, c, s, s)
     model = trained.model.cpu().eval()
     torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False, verbose=False)
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False,
+                      verbose=False)
     proto = onnx.load(str(path))
     for key, value in _metadata(trained).items():
         proto.metadata_props.add(key=key, value=value)

@@ -4,16 +4,21 @@ search finds the boundary, and bad input is one line with exit 2. No figure here
 by `benchmarks/run_cpu.sh`, never asserted."""
 
 import gzip
+import itertools
 import json
 import math
+import os
 
 import pytest
 import torch
 
 from alexnet.analysis.summary import training_flops
 from alexnet.bench import BenchSpec, first_reaching, largest_fitting, peak_flops, run_bench, time_to_accuracy
+from alexnet.bench import baseline as baseline_mod
+from alexnet.bench import loader as loader_mod
+from alexnet.bench import throughput
 from alexnet.bench.baseline import d2l_dataset, torchvision_root
-from alexnet.bench.throughput import flops_per_image
+from alexnet.bench.throughput import flops_per_image, forever, matmul_precision
 from alexnet.config import apply_overrides, load_preset
 from alexnet.errors import AlexNetError
 from alexnet.models import create_model
@@ -58,6 +63,7 @@ def test_ours_and_baseline_on_a_tiny_model(gz_dir):
     root = torchvision_root(gz_dir)
     for stem in IDX_FILES["train"] + IDX_FILES["test"]:
         assert (root / "FashionMNIST" / "raw" / stem).read_bytes() == gzip.open(gz_dir / f"{stem}.gz").read()
+    assert sorted(os.listdir(root / "FashionMNIST" / "raw")) == sorted(IDX_FILES["train"] + IDX_FILES["test"])
     dataset = d2l_dataset(root, spec.input_size)
     image, label = dataset[0]
     assert len(dataset) == 512 and image.shape == (1, 28, 28) and image.dtype == torch.float32
@@ -82,6 +88,49 @@ def test_peak_flops_is_the_best_matmul_size():
     assert peak["peak_flops"] > 0 and math.isfinite(peak["peak_flops"])
     assert peak["matmul_size"] in (256, 512)
     assert peak_flops(torch.device("cpu"), "fp32") is peak  # measured once per process, device and dtype
+
+
+def test_peak_flops_runs_at_highest_matmul_precision(monkeypatch):
+    seen = []
+
+    def measure_peak(device, precision, repeats):
+        seen.append(torch.get_float32_matmul_precision())
+        return {"peak_flops": 1.0, "matmul_size": 256}
+    monkeypatch.setattr(throughput, "_measure_peak", measure_peak)
+    with matmul_precision("high"):  # what the trainer sets, process-wide, on CUDA
+        peak = peak_flops(torch.device("cpu"), "fp32")
+        assert torch.get_float32_matmul_precision() == "high"  # restored
+    assert seen == ["highest"] and peak["float32_matmul_precision"] == "highest"
+    tf32 = peak_flops(torch.device("cpu"), "fp32", float32_matmul_precision="high")
+    assert seen == ["highest", "high"] and tf32["float32_matmul_precision"] == "high"  # not the cached "highest"
+
+
+def test_baseline_runs_at_highest_matmul_precision(monkeypatch):
+    seen = []
+
+    def time_d2l(spec, dataset, workers, device):
+        seen.append(torch.get_float32_matmul_precision())
+        return 1.0, 1.0, 1, "fake"
+    monkeypatch.setattr(baseline_mod, "_time_d2l", time_d2l)
+    with matmul_precision("high"):
+        baseline_mod.measure_baseline(BenchSpec(**TINY), dataset=list(range(16)))
+        assert torch.get_float32_matmul_precision() == "high"
+    assert seen == ["highest"]
+
+
+def test_forever_crosses_epochs_and_refuses_an_empty_one():
+    assert list(itertools.islice(forever(lambda epoch: iter([epoch, epoch])), 5)) == [0, 0, 1, 1, 2]
+    empty = forever(lambda epoch: iter([]))
+    with pytest.raises(AlexNetError, match="fewer images than one batch"):
+        next(empty)
+
+
+@pytest.mark.parametrize("mode", [["--loader"], ["--model", "small"]])
+def test_cli_fewer_images_than_one_batch(bench, gz_dir, mode):
+    code, out, err = bench(*mode, "--data-dir", gz_dir, "--device", "cpu", "--batch-size", "1024", "--steps", "1",
+                           "--warmup", "0")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "fewer" in err and "one batch" in err and "--batch-size" in err, err
 
 
 def tiny_quick(data_dir, **extra):
@@ -159,6 +208,10 @@ def test_cli_json(bench):
     (["--time-to-accuracy", "1.5", "--set", "data.data_dir=/nonexistent"], "in (0, 1]"),
     (["--baseline", "--max-batch"], "--baseline goes with the throughput"),
     (["--time-to-accuracy", "0.9", "--preset", "nope"], "unknown preset 'nope'"),
+    (["--time-to-accuracy", "0.9", "--batch-size", "256"], "--batch-size does not apply to --time-to-accuracy"),
+    (["--loader", "--model", "small"], "--model does not apply to --loader"),
+    (["--model", "small", "--set", "model.width=4"], "--set does not apply to the throughput measurement"),
+    (["--loader", "--input-size", "0"], "--input-size must be >= 1"),
 ])
 def test_cli_errors_are_one_line(bench, argv, message):
     code, out, err = bench(*argv)
@@ -188,3 +241,20 @@ def test_loader_benchmark_reports_both_pipelines(bench):
         assert math.isfinite(r[side]["images_per_sec"]) and r[side]["images_per_sec"] > 0
     assert r["ratio"] == pytest.approx(r["ours"]["images_per_sec"] / r["baseline"]["images_per_sec"])
     assert r["ours"]["augment"] == [{"op": "random_crop", "padding": 2}, {"op": "hflip"}]
+    assert r["ours"]["augment"] == load_preset("d2l-fast").data.train_augment
+
+
+def test_loader_benchmark_times_within_one_epoch(monkeypatch):
+    # Without Fashion-MNIST's size as a floor, the synthetic set holds exactly the warm-up and timed batches:
+    # neither side may start a second epoch (the d2l DataLoader would respawn its workers in the timed window).
+    monkeypatch.setattr(loader_mod, "SYNTHETIC_IMAGES", 0)
+    epochs = []
+
+    def counting_forever(batches_of_epoch):
+        def batches(epoch):
+            epochs.append(epoch)
+            return batches_of_epoch(epoch)
+        return forever(batches)
+    monkeypatch.setattr(loader_mod, "forever", counting_forever)
+    r = loader_mod.measure_loader(batch_size=64, input_size=32, device="cpu", steps=16, warmup=1, synthetic=True)
+    assert epochs == [0, 0] and r["steps"] == 16  # ours, then d2l: epoch 0 only, 17 batches of 64 each

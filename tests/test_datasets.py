@@ -3,9 +3,11 @@ CIFAR-10 pickles and tar.gz, image folders). Offline: downloads are exercised th
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import pickle
+import stat
 import struct
 import tarfile
 from pathlib import Path
@@ -23,8 +25,8 @@ from alexnet.data import idx as idx_mod
 from alexnet.data.cifar import RestrictedUnpickler
 from alexnet.data.datasets import Dataset, load_dataset
 from alexnet.data.download import download
-from alexnet.data.folder import FolderDataset
-from alexnet.errors import AlexNetError
+from alexnet.data.folder import FolderDataset, decode_rgb
+from alexnet.errors import AlexNetError, one_line
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call; the readers still
 # use them (with Pillow as the fallback), so keep the test output readable.
@@ -37,6 +39,11 @@ def one_line_error(excinfo, *needles):
     for needle in needles:
         assert str(needle) in message, f"{needle!r} not in {message!r}"
     return message
+
+
+def test_one_line_collapses_whitespace_or_names_the_type():
+    assert one_line(OSError("bad\n  header\tat byte 4 ")) == "bad header at byte 4"
+    assert one_line(EOFError()) == "EOFError"
 
 
 # ---------------------------------------------------------------- Fashion-MNIST (IDX)
@@ -367,6 +374,27 @@ def test_folder_loads_sorted_classes_and_paper_crop(tmp_path):
     assert ds.images.shape == (5, 3, 32, 32) and ds.verify() == []
 
 
+def test_folder_decode_takes_only_the_given_samples(tmp_path, monkeypatch):
+    ds = load_dataset("folder", "train", write_folder(tmp_path), image_size=16)
+    decoded = []
+    monkeypatch.setattr("alexnet.data.folder.decode_rgb", lambda path: decoded.append(Path(path).name)
+                        or decode_rgb(path))
+    picked = ds.decode([3, 0])
+    assert decoded == ["a.png", "c.png"]  # samples 3 and 0, nothing else
+    assert picked.dtype == torch.uint8 and torch.equal(picked, torch.stack([ds[3][0], ds[0][0]]))
+    assert ds.decode([]).shape == (0, 3, 16, 16)
+    assert torch.equal(ds.images, ds.decode(range(len(ds))))
+
+
+def test_16_bit_png_decodes_to_scaled_uint8(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.array([[0, 257, 32896, 65535]], dtype=np.uint16)).save(path)
+    assert Image.open(path).mode == "I;16"  # a 16-bit greyscale PNG, which torchvision decodes as uint16
+    image = decode_rgb(path)
+    assert image.dtype == torch.uint8 and image.shape == (3, 1, 4)
+    assert image.tolist() == [[[0, 1, 128, 255]]] * 3
+
+
 def test_folder_test_split_uses_val_then_test_with_train_classes(tmp_path):
     root = write_folder(tmp_path)
     val = load_dataset("folder", "test", root, image_size=16)
@@ -456,7 +484,53 @@ def test_download_interrupted_leaves_nothing(tmp_path, monkeypatch, interruption
     assert os.listdir(dest.parent) == []  # ...which is gone, and data.tar.gz never appeared
 
 
+def test_download_gets_the_mode_open_would_give(tmp_path):
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"payload")
+    old = os.umask(0o027)
+    try:
+        dest = download([source.as_uri()], tmp_path / "out" / "file.bin", hashlib.md5(b"payload").hexdigest())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o640  # 0o666 & ~umask, not mkstemp's 0o600
+
+
+def test_download_bad_http_response_tries_the_next_mirror(tmp_path, monkeypatch):
+    payload = b"the real bytes"
+
+    class Broken(io.BytesIO):  # a server that closes the connection before Content-Length bytes
+        def read(self, size=-1):
+            raise http.client.IncompleteRead(b"the", len(payload) - 3)
+
+    monkeypatch.setattr(download_mod, "urlopen",
+                        lambda url, timeout: Broken() if "bad" in url else io.BytesIO(payload))
+    md5 = hashlib.md5(payload).hexdigest()
+    dest = tmp_path / "out" / "file.bin"
+    assert download(["https://bad.invalid/file.bin", "https://good.invalid/file.bin"], dest, md5) == dest
+    assert dest.read_bytes() == payload
+    with pytest.raises(AlexNetError) as excinfo:
+        download(["https://bad.invalid/other.bin"], tmp_path / "out" / "other.bin", md5)
+    one_line_error(excinfo, "other.bin", "https://bad.invalid/other.bin", "IncompleteRead(3 bytes read, 11 more")
+    assert os.listdir(dest.parent) == ["file.bin"]  # no other.bin, no temp file
+
+
 def test_download_unreachable_is_one_line():
     with pytest.raises(AlexNetError) as excinfo:
         download(["file:///nonexistent/a.gz", "notascheme://x"], Path(os.environ["ALEXNET_CACHE"]) / "a.gz", "0")
     one_line_error(excinfo, "a.gz", "file:///nonexistent/a.gz", "notascheme://x")
+
+
+@pytest.mark.parametrize("kind", ["fashion-mnist", "folder"])
+def test_augment_command_draws_a_grid(tmp_path, cli, kind):
+    if kind == "folder":
+        root = write_folder(tmp_path / "imgs")
+        args = ["--dataset", "folder", "--set", "data.image_size=32", "--set", "data.input_size=24"]
+    else:
+        root = tmp_path / "fmnist"
+        write_fmnist(root, "train", n=20)
+        args = []
+    out = tmp_path / "grid.png"
+    code, stdout, err = cli("augment", "--data-dir", root, "--out", out, "--samples", "3", "--variants", "2", *args)
+    assert code == 0, err
+    assert "wrote" in stdout and "3 images and 2 augmented versions" in stdout
+    assert Image.open(out).size[0] > 0 and [p.name for p in tmp_path.glob(".grid*")] == []

@@ -237,16 +237,22 @@ def test_every_arm_of_every_budget_is_a_valid_config(name):
             validate(arm_config(arm, spec["preset"], spec["common"], "auto", None))
 
 
-def test_a_diverged_arm_is_a_result_not_a_crash(tmp_path, data_dir, capsys):
-    from alexnet.experiments.common import DIVERGED, Arm, run_arms
+@pytest.mark.parametrize("runner", ["in-process", "fresh-process"])
+def test_a_diverged_arm_is_a_result_not_a_crash(tmp_path, data_dir, capsys, runner):
+    from alexnet.experiments.batch_size import measured_run
+    from alexnet.experiments.common import DIVERGED, Arm, run_arm, run_arms
+
+    run = {"in-process": run_arm, "fresh-process": measured_run}[runner]  # batch-size trains in a fresh process
 
     common = {"data.train_subset": 128, "data.test_subset": 64, "train.epochs": 1, "train.batch_size": 32,
               "model.width": 8, "model.hidden": 32, "train.threads": 1}
     arms = [Arm("boom", {"optim.lr": 1e6, "optim.warmup_epochs": 0.0}), Arm("fine", {"optim.lr": 0.01})]
-    first = run_arms(tmp_path, "t", arms, preset="quick", common=common, device="cpu", data_dir=data_dir)
+    first = run_arms(tmp_path, "t", arms, preset="quick", common=common, device="cpu", data_dir=data_dir,
+                     runner=run)
     assert first[0].error.startswith("diverged: loss is not finite") and first[1].error is None
     assert len(first[1].history) == 1 and (tmp_path / "runs" / "boom" / DIVERGED).exists()
-    again = run_arms(tmp_path, "t", arms, preset="quick", common=common, device="cpu", data_dir=data_dir)
+    again = run_arms(tmp_path, "t", arms, preset="quick", common=common, device="cpu", data_dir=data_dir,
+                     runner=run)
     assert again[0].error == first[0].error and again[1].history == first[1].history
     assert "[t] 1/2 boom: diverged" in capsys.readouterr().err
 

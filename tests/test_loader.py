@@ -1,9 +1,16 @@
-"""Device-resident loader: deterministic epoch order, a partition across ranks, exact mid-epoch restart."""
+"""Device-resident loader: deterministic epoch order, a partition across ranks, exact mid-epoch restart. The image
+folder loader: the same partition, empty shares included."""
 
 import pytest
 import torch
+from torchvision.io import write_png
 
-from alexnet.data.loader import DeviceLoader
+from alexnet.data.folder import FolderDataset
+from alexnet.data.loader import DeviceLoader, FolderLoader
+from alexnet.errors import AlexNetError
+
+# torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call.
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
 def dataset(n=103):
@@ -66,3 +73,29 @@ def test_restart_mid_epoch_continues_the_same_order():
     images, labels = dataset()
     loader = DeviceLoader(images, labels, batch_size=10, device="cpu", shuffle=True, seed=9)
     assert indices(loader, 2, start=4) == indices(loader, 2)[4:]
+
+
+def test_fewer_images_per_step_than_ranks_is_a_one_line_error():
+    images, labels = dataset()
+    with pytest.raises(AlexNetError, match=r"^train.batch_size 3 is smaller than the 4 ranks[^\n]*$"):
+        DeviceLoader(images, labels, batch_size=3, device="cpu", shuffle=True, drop_last=True, world_size=4)
+
+
+def test_folder_loader_yields_empty_shares_of_a_short_last_batch(tmp_path):
+    # 9 images, global batch 4, 4 ranks: the last global batch holds one image, so ranks 1-3 get none of it.
+    for i in range(9):
+        path = tmp_path / "train" / f"class{i % 2}" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(torch.full((3, 6, 6), 10 * i, dtype=torch.uint8), str(path))  # image i is all 10 * i
+    data = FolderDataset(tmp_path, image_size=4)
+    ranks = [list(FolderLoader(data, batch_size=4, device="cpu", shuffle=True, seed=3, rank=r, world_size=4,
+                               workers=0).batches(0)) for r in range(4)]
+    assert [[len(b.labels) for b in rank] for rank in ranks] == [[1, 1, 1], [1, 1, 0], [1, 1, 0], [1, 1, 0]]
+    assert all([b.global_size for b in rank] == [4, 4, 1] for rank in ranks)
+    for empty in (rank[-1] for rank in ranks[1:]):
+        assert empty.images.shape == (0, 3, 4, 4) and empty.images.dtype == torch.uint8
+        assert empty.labels.shape == (0,) and empty.labels.dtype == torch.int64
+    seen = [int(image[0, 0, 0]) // 10 for rank in ranks for b in rank for image in b.images]
+    assert sorted(seen) == list(range(9))  # every sample exactly once across the ranks
+    for b in (b for rank in ranks for b in rank):
+        assert b.labels.tolist() == [int(image[0, 0, 0]) // 10 % 2 for image in b.images]

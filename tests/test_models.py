@@ -160,7 +160,10 @@ def test_features_and_head_split():
 
 
 @pytest.mark.parametrize("bad", [dict(activation="gelu"), dict(init="he"), dict(dropout=1.5),
-                                 dict(remove_conv=9), dict(nope=1), dict(lrn="yes"), dict(input_size=16)])
+                                 dict(remove_conv=9), dict(nope=1), dict(lrn="yes"), dict(input_size=16),
+                                 dict(lrn=None), dict(overlapping_pool=None), dict(dropout=None),
+                                 dict(num_classes=0), dict(num_classes=[3]), dict(remove_conv=True),
+                                 dict(remove_conv="abc"), dict(input_size=(224,)), dict(input_size=[224, -1])])
 def test_bad_options_are_one_line_errors(bad):
     with pytest.raises(AlexNetError) as info:
         alexnet.create_model("d2l", **bad)
@@ -170,3 +173,10 @@ def test_bad_options_are_one_line_errors(bad):
 def test_unknown_model():
     with pytest.raises(AlexNetError, match="unknown model"):
         alexnet.create_model("vgg")
+
+
+@pytest.mark.parametrize("bad", [dict(width=-1), dict(width=0), dict(hidden=0), dict(width=[4, 4])])
+def test_bad_sizes_are_one_line_errors(bad):
+    with pytest.raises(AlexNetError, match="must be an int >= 1") as info:
+        alexnet.create_model("small", **bad)
+    assert "\n" not in str(info.value)

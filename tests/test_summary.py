@@ -42,7 +42,11 @@ def test_cli_table(cli):
     (["summary", "--model", "vgg"], "invalid choice"),
     (["summary", "--model", "d2l", "--input", "1,32,32"], "too small"),
     (["summary", "--input", "1,2"], "C,H,W"),
-    (["summary", "--option", "dropout=high"], "dropout must be float"),
+    (["summary", "--option", "dropout=high"], "dropout must be a number"),
+    (["summary", "--model", "small", "--option", "input_size=[28]"], "--option input_size is set by --input"),
+    (["summary", "--model", "small", "--option", "width=-1"], "width must be an int >= 1"),
+    (["predict", "--checkpoint", "ck.pt", "--topk", "0", "a.png"], "expected a positive integer"),
+    (["augment", "--out", "grid.png", "--samples", "-2"], "expected a positive integer"),
 ])
 def test_cli_errors_are_one_line(argv, message, cli):
     code, out, err = cli(*argv)

@@ -179,3 +179,16 @@ def test_resume_rewrites_metrics_from_the_checkpoint(tmp_path, data_dir):
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and metrics.read_text().startswith(first)
     assert records == torch.load(out / "checkpoint.pt", weights_only=True)["progress"]["history"]
+
+
+@pytest.mark.parametrize("text,message", [("", "a config is a mapping"), ("model: [1, 2]", "section model must be"),
+                                          (": : :\n  - x", "not a readable YAML config")])
+def test_a_broken_run_config_is_a_one_line_error(tmp_path, cli, text, message):
+    (tmp_path / "config.yaml").write_text(text)
+    code, _, err = cli("train", "--out", tmp_path, "--resume")
+    assert code == 2 and err.count("\n") == 1 and message in err and str(tmp_path / "config.yaml") in err, err
+
+
+def test_another_model_keeps_only_the_options_it_has():
+    cfg = apply_overrides(load_preset("quick"), {"model.name": "d2l", "model.dropout": 0.3})
+    assert (cfg.model.name, cfg.model.options) == ("d2l", {"dropout": 0.3, "init": "xavier"})

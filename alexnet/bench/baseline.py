@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from alexnet.bench.throughput import (BenchSpec, flops_per_image, forever, peak_memory, pick_device,
-                                      reset_peak_memory, summarise, time_steps, write_synthetic_fashion_mnist)
+from alexnet.atomic import atomic_path
+from alexnet.bench.throughput import (BenchSpec, flops_per_image, forever, matmul_precision, peak_memory,
+                                      pick_device, reset_peak_memory, summarise, time_steps,
+                                      write_synthetic_fashion_mnist)
 from alexnet.data import idx
 from alexnet.data.datasets import cache_dir, fashion_mnist_dirs
 from alexnet.errors import AlexNetError
@@ -43,11 +45,10 @@ def torchvision_root(data_dir: str | Path | None = None) -> Path:
             target, found = raw / stem, idx.find_idx_file(source, stem)
             if target.exists() and target.stat().st_mtime >= found.stat().st_mtime:
                 continue
-            tmp = raw / f".{stem}.tmp"
-            with (gzip.open(found, "rb") if found.suffix == ".gz" else open(found, "rb")) as src, \
-                    open(tmp, "wb") as dst:
+            # atomic, through a unique temp name: a half-written file is never read as data
+            with atomic_path(target) as tmp, open(tmp, "wb") as dst, \
+                    (gzip.open(found, "rb") if found.suffix == ".gz" else open(found, "rb")) as src:
                 shutil.copyfileobj(src, dst)
-            tmp.replace(target)  # atomic: a half-written file is never read as data
     return root
 
 
@@ -71,13 +72,12 @@ def measure_baseline(spec: BenchSpec, dataset=None, workers: int = D2L_WORKERS) 
 
 def _measure(spec: BenchSpec, dataset, workers: int) -> dict:
     device = pick_device(spec.device)
-    if len(dataset) < spec.batch_size:
-        raise AlexNetError(f"the baseline's dataset has {len(dataset)} images, fewer than one batch "
-                           f"({spec.batch_size})")
-    # The trainer turned cuDNN autotuning on for ours; the book never does, so the baseline runs torch's default.
+    # The trainer turned cuDNN autotuning and (on CUDA) TF32 matmuls on for ours; the book does neither, so the
+    # baseline runs torch's defaults.
     benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
     try:
-        with warnings.catch_warnings():  # "4 workers on a 2-core machine": d2l's choice, kept on purpose
+        with matmul_precision("highest"), warnings.catch_warnings():
+            # "4 workers on a 2-core machine": d2l's choice, kept on purpose
             warnings.filterwarnings("ignore", message="This DataLoader will create")
             train_s, infer_s, memory, memory_kind = _time_d2l(spec, dataset, workers, device)
     finally:

@@ -13,25 +13,31 @@ from pathlib import Path
 import torch
 
 from alexnet.bench.baseline import D2L_WORKERS, d2l_dataset, torchvision_root
-from alexnet.bench.throughput import device_name, forever, pick_device, time_steps, write_synthetic_fashion_mnist
+from alexnet.bench.throughput import (SYNTHETIC_IMAGES, device_name, forever, pick_device, time_steps,
+                                      write_synthetic_fashion_mnist)
+from alexnet.config import load_preset
 from alexnet.data.datasets import load_dataset
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.pipeline import build_pipeline, compute_stats
 
-AUGMENT = [{"op": "random_crop", "padding": 2}, {"op": "hflip"}]  # the d2l-fast preset's training ops
+AUGMENT_PRESET = "d2l-fast"  # ours runs this preset's training augmentations
 
 
 def measure_loader(*, batch_size: int = 128, input_size: int = 224, device: str = "auto", steps: int = 20,
                    warmup: int = 3, data_dir: str | None = None, synthetic: bool = False,
                    workers: int = D2L_WORKERS) -> dict:
     dev = pick_device(device)
+    augment = load_preset(AUGMENT_PRESET).data.train_augment
     with tempfile.TemporaryDirectory(prefix="alexnet-loader-") as scratch:
         if synthetic:
-            data_dir = str(write_synthetic_fashion_mnist(Path(scratch), max(4 * batch_size, 1024)))
+            # Fashion-MNIST's size, and at least every warm-up and timed step within the first epoch: an epoch
+            # boundary (where the d2l DataLoader respawns its workers) must not fall in the timed window.
+            n = max(SYNTHETIC_IMAGES, (warmup + steps) * batch_size)
+            data_dir = str(write_synthetic_fashion_mnist(Path(scratch), n))
         train = load_dataset("fashion-mnist", "train", data_dir)
         loader = DeviceLoader(train.images, train.labels, batch_size=batch_size, device=dev, shuffle=True,
                               drop_last=True)
-        pipeline = build_pipeline(AUGMENT, input_size=input_size, stats=compute_stats(train.images))
+        pipeline = build_pipeline(augment, input_size=input_size, stats=compute_stats(train.images))
         generator = torch.Generator(device=dev).manual_seed(0)
         batches = forever(loader.batches)
         ours_s = time_steps(lambda: pipeline(next(batches).images, generator), steps=steps, warmup=warmup,
@@ -45,7 +51,7 @@ def measure_loader(*, batch_size: int = 128, input_size: int = 224, device: str 
             d2l_s = time_steps(lambda: next(images)[0].to(dev), steps=steps, warmup=warmup, device=dev)
     ours, baseline = batch_size * steps / ours_s, batch_size * steps / d2l_s
     return {"device": device_name(dev), "batch_size": batch_size, "input_size": input_size, "steps": steps,
-            "ours": {"images_per_sec": ours, "augment": AUGMENT, "what": "DeviceLoader + on-device pipeline"},
+            "ours": {"images_per_sec": ours, "augment": augment, "what": "DeviceLoader + on-device pipeline"},
             "baseline": {"images_per_sec": baseline, "workers": workers,
                          "what": "torchvision FashionMNIST + Resize + ToTensor, DataLoader"},
             "ratio": ours / baseline}

@@ -8,9 +8,10 @@ The baseline it is compared with (d2l's torchvision DataLoader recipe) is in `al
 Timing rules, the same for every measurement here: `warmup` untimed steps (cuDNN autotuning, torch.compile,
 allocator growth), then `steps` timed steps; CUDA events between two synchronisations on a GPU, perf_counter on
 the CPU. MFU = (training FLOPs per image x images/s) / the peak FLOP/s of a square matmul measured in the same
-process on the same device in the same dtype (`peak_flops`).
+process on the same device in the same dtype, fp32 without TF32 (`peak_flops`).
 """
 
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -28,6 +29,7 @@ import torch
 
 from alexnet.analysis.summary import training_flops
 from alexnet.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, build_model, validate
+from alexnet.data import idx
 from alexnet.errors import AlexNetError
 from alexnet.models import model_info
 from alexnet.train import distributed
@@ -134,19 +136,41 @@ def time_steps(step: Callable[[], object], *, steps: int, warmup: int, device: t
     return time.perf_counter() - t0
 
 
-_PEAKS: dict[tuple[str, str], dict] = {}
+@contextlib.contextmanager
+def matmul_precision(value: str) -> Iterator[None]:
+    """`torch.set_float32_matmul_precision(value)` inside the block, the previous setting restored after it."""
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved)
 
 
-def peak_flops(device: torch.device, precision: str, repeats: int = 5) -> dict:
+_PEAKS: dict[tuple[str, str, str], dict] = {}
+
+
+def peak_flops(device: torch.device, precision: str, repeats: int = 5,
+               float32_matmul_precision: str = "highest") -> dict:
     """The device's matmul FLOP/s in `precision`: n x n x n products for n = 256, 512, ... up to
     PEAK_MATMUL_SIZE, the median of `repeats` timed samples at each size (after one untimed), the best size kept.
     A sample is one product on the CPU and 10 back to back on a GPU (one product of 4096^3 in bf16 is a fraction
     of a millisecond there: launch and event overhead would show). Growth stops once a sample takes over
     PEAK_BUDGET_S: on a CPU without bf16 units the bf16 matmul falls back to a slow kernel (2048^3 would take
-    about 90 s on the AVX2 development machine) that gets slower, not faster, with size."""
-    key = (str(device), precision)
+    about 90 s on the AVX2 development machine) that gets slower, not faster, with size.
+    fp32 products run under `float32_matmul_precision`, "highest" (no TF32) unless asked otherwise, whatever the
+    process-wide setting is (the trainer sets "high" on CUDA)."""
+    key = (str(device), precision, float32_matmul_precision)
     if key in _PEAKS:
         return _PEAKS[key]
+    with matmul_precision(float32_matmul_precision):
+        best = _measure_peak(device, precision, repeats)
+    best["float32_matmul_precision"] = float32_matmul_precision
+    _PEAKS[key] = best
+    return best
+
+
+def _measure_peak(device: torch.device, precision: str, repeats: int) -> dict:
     dtype, best = DTYPES[precision], {"peak_flops": 0.0, "matmul_size": 0}
     per_sample = 10 if device.type == "cuda" else 1
     n = 256
@@ -163,8 +187,6 @@ def peak_flops(device: torch.device, precision: str, repeats: int = 5) -> dict:
         if times[-1] * per_sample > PEAK_BUDGET_S:
             break
         n *= 2
-    best["float32_matmul_precision"] = torch.get_float32_matmul_precision()  # "highest": no TF32 in the peak
-    _PEAKS[key] = best
     return best
 
 
@@ -191,20 +213,27 @@ def write_synthetic_fashion_mnist(root: Path, n_train: int, n_test: int = 1000, 
     raw = Path(root) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    side = idx.IMAGE_SIDE
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, size=(n, side, side), dtype=np.uint8)
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([0x803, n, 28, 28], ">u4").tobytes()
-                                                          + images.tobytes())
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([0x801, n], ">u4").tobytes() + labels.tobytes())
+        image_stem, label_stem = idx.FASHION_MNIST_FILES[split]
+        (raw / image_stem).write_bytes(np.array([idx.IMAGES_MAGIC, n, side, side], ">u4").tobytes() + images.tobytes())
+        (raw / label_stem).write_bytes(np.array([idx.LABELS_MAGIC, n], ">u4").tobytes() + labels.tobytes())
     return Path(root)
 
 
 def forever(batches_of_epoch: Callable[[int], Iterator]) -> Iterator:
-    """Batches across epochs without end (the timed window may span an epoch boundary)."""
+    """Batches across epochs without end (the timed window may span an epoch boundary). An epoch without a batch
+    (fewer images than one batch, the last one dropped) is an AlexNetError, not an endless loop."""
     epoch = 0
     while True:
-        yield from batches_of_epoch(epoch)
+        empty = True
+        for batch in batches_of_epoch(epoch):
+            empty = False
+            yield batch
+        if empty:
+            raise AlexNetError("the data set holds fewer images than one batch; use a smaller --batch-size")
         epoch += 1
 
 
@@ -240,9 +269,6 @@ def measure_ours(spec: BenchSpec) -> dict:
             data_dir = str(write_synthetic_fashion_mnist(Path(scratch) / "data", spec.synthetic_images))
         trainer = build_trainer(spec, data_dir, Path(scratch) / "run")
         device = trainer.device
-        if len(trainer.data.train) == 0:
-            raise AlexNetError(f"the training set has {trainer.data.train.num_samples} images, fewer than one "
-                               f"batch ({spec.batch_size})")
         batches = forever(trainer.data.train.batches)
         reset_peak_memory(device)
         trainer.net.train()

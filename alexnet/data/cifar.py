@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -49,7 +49,7 @@ def load_pickle(data: bytes, source: str):
         # encoding="bytes" as in CIFAR's own loader: the batches were written by Python 2, whose str -> bytes.
         return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # a corrupt pickle can raise almost anything (ValueError, EOFError, TypeError ...)
-        raise AlexNetError(f"{source}: not a valid CIFAR-10 pickle ({' '.join(str(e).split())})") from e
+        raise AlexNetError(f"{source}: not a valid CIFAR-10 pickle ({one_line(e)})") from e
 
 
 def _get(batch, key: str, source: str):
@@ -114,7 +114,7 @@ def read_cifar_tar(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray, l
                 if name is not None and member.isfile():
                     blobs[name] = tar.extractfile(member).read()
     except (OSError, EOFError, tarfile.TarError) as e:
-        raise AlexNetError(f"{archive}: cannot read archive ({' '.join(str(e).split())})") from e
+        raise AlexNetError(f"{archive}: cannot read archive ({one_line(e)})") from e
     missing = sorted(set(wanted.values()) - set(blobs))
     if missing:
         raise AlexNetError(f"{archive}: archive lacks {', '.join(f'{CIFAR_DIR}/{m}' for m in missing)}")

@@ -3,26 +3,19 @@
 whole verified file, never a partial one, even when several ranks download at once or the user presses Ctrl-C."""
 
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
 from pathlib import Path
 from urllib.request import urlopen
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 CHUNK = 1 << 20  # bytes per read: 1 MiB keeps memory flat for the 163 MiB CIFAR-10 archive
 TIMEOUT = 60  # seconds without data before a mirror counts as failed
 
 log = logging.getLogger(__name__)
-
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(urls: list[str], dest: Path, md5: str) -> Path:
@@ -41,8 +34,9 @@ def download(urls: list[str], dest: Path, md5: str) -> Path:
         except KeyboardInterrupt as e:
             # The temp file is already gone; don't try the next mirror, the user asked to stop.
             raise AlexNetError(f"download of {dest.name} from {url} interrupted; nothing was saved") from e
-        except (OSError, ValueError, _ChecksumError) as e:  # URLError/HTTPError/timeouts are OSErrors
-            failures.append(f"{url}: {' '.join(str(e).split()) or type(e).__name__}")
+        except (OSError, ValueError, http.client.HTTPException, _ChecksumError) as e:
+            # URLError/HTTPError/timeouts are OSErrors; a malformed response (IncompleteRead...) an HTTPException
+            failures.append(f"{url}: {one_line(e)}")
     raise AlexNetError(f"could not download {dest.name}: {'; '.join(failures) or 'no URL given'}")
 
 
@@ -65,11 +59,18 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
             os.fsync(out.fileno())  # the data must be on disk before the rename makes it visible
         if digest.hexdigest() != md5.lower():
             raise _ChecksumError(f"MD5 {digest.hexdigest()} does not match expected {md5}")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the mode open() would have
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(dest.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -6,6 +6,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})  # compared lower-cased
 SPLIT_FOLDERS = {"train": ("train",), "test": ("val", "test")}  # ImageNet calls its held-out split `val`
@@ -21,12 +22,15 @@ VERIFY_BLOCK = 1024  # files in flight during verify(): bounds memory on ImageNe
 
 
 def decode_rgb(path: str | Path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB; greyscale, palette and alpha images are converted. AlexNetError names a bad file."""
+    """uint8 (3, H, W) RGB; greyscale, palette, alpha and 16-bit images are converted. AlexNetError names a bad
+    file."""
     try:
         image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
     except RuntimeError:
         image = _decode_with_pil(path)  # torchvision decodes JPEG, PNG, GIF and WebP only; BMP needs Pillow
-    return image[0] if image.ndim == 4 else image  # an animated GIF decodes to (frames, 3, H, W): keep frame 0
+    image = image[0] if image.ndim == 4 else image  # an animated GIF decodes to (frames, 3, H, W): keep frame 0
+    # 16-bit PNGs decode as uint16; scaled to uint8 (65535 -> 255) like every other image
+    return image if image.dtype == torch.uint8 else F.to_dtype(image, torch.uint8, scale=True)
 
 
 def _decode_with_pil(path: str | Path) -> torch.Tensor:
@@ -34,7 +38,7 @@ def _decode_with_pil(path: str | Path) -> torch.Tensor:
         with Image.open(path) as im:
             array = np.asarray(im.convert("RGB"))  # (H, W, 3)
     except Exception as e:  # Pillow signals bad data with OSError, ValueError, SyntaxError, DecompressionBombError
-        raise AlexNetError(f"{path}: cannot decode image ({' '.join(str(e).split()) or type(e).__name__})") from e
+        raise AlexNetError(f"{path}: cannot decode image ({one_line(e)})") from e
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -67,10 +71,18 @@ class FolderDataset(torch.utils.data.Dataset):
         path, label = self.samples[index]
         return resize_center_crop(decode_rgb(path), self.image_size), label
 
+    def decode(self, indices: Iterable[int]) -> torch.Tensor:
+        """The samples at `indices`, in that order, decoded into one uint8 (len(indices), 3, S, S) tensor."""
+        indices = [int(i) for i in indices]
+        out = torch.empty(len(indices), 3, self.image_size, self.image_size, dtype=torch.uint8)
+        for row, index in enumerate(indices):
+            out[row] = self[index][0]
+        return out
+
     @property
     def images(self) -> torch.Tensor:
         """Every sample decoded into one uint8 (N, 3, S, S) tensor: N * 3 * S * S bytes, so small folders only."""
-        return torch.stack([self[i][0] for i in range(len(self))])
+        return self.decode(range(len(self)))
 
     def verify(self, skip_bad_files: bool | None = None) -> list[str]:
         """Decode every file once, up front, so a corrupt one cannot crash a worker mid-epoch.
@@ -160,7 +172,7 @@ def _decode_problem(path: str) -> str | None:
     except AlexNetError as e:
         return str(e)
     except (OSError, RuntimeError, ValueError) as e:  # unreadable file (permissions, vanished)
-        return f"{path}: cannot read image ({' '.join(str(e).split())})"
+        return f"{path}: cannot read image ({one_line(e)})"
     return None
 
 

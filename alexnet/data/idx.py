@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -44,7 +44,7 @@ def _read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a cut-off stream is an EOFError
-        raise AlexNetError(f"{path}: cannot read IDX file ({_one_line(e)})") from e
+        raise AlexNetError(f"{path}: cannot read IDX file ({one_line(e)})") from e
 
 
 def _parse(path: Path, magic: int, tail_dims: tuple[int, ...]) -> np.ndarray:
@@ -99,7 +99,3 @@ def read_fashion_mnist(directory: Path, split: str) -> tuple[np.ndarray, np.ndar
 
 def has_fashion_mnist(directory: Path, split: str) -> bool:
     return all(find_idx_file(directory, stem) is not None for stem in FASHION_MNIST_FILES[split])
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

@@ -17,6 +17,8 @@ from typing import Iterator
 
 import torch
 
+from alexnet.errors import AlexNetError
+
 
 @dataclass
 class Batch:
@@ -29,7 +31,8 @@ class _Order:
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, rank: int,
                  world_size: int):
         if batch_size < world_size and drop_last:
-            raise ValueError(f"batch size {batch_size} is smaller than the {world_size} ranks")
+            raise AlexNetError(f"train.batch_size {batch_size} is smaller than the {world_size} ranks: "
+                               "every rank needs at least one image per step")
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
 
@@ -60,7 +63,6 @@ class DeviceLoader:
         self.labels = labels.to(device)
         self.order = _Order(len(images), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                             rank=rank, world_size=world_size)
-        self.num_samples = len(images)
 
     def __len__(self) -> int:
         return len(self.order)
@@ -79,17 +81,23 @@ class FolderLoader:
         self.dataset, self.device, self.workers = dataset, torch.device(device), workers
         self.order = _Order(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                             rank=rank, world_size=world_size)
-        self.num_samples = len(dataset)
 
     def __len__(self) -> int:
         return len(self.order)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         steps = list(self.order.steps(epoch, start))
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=[idx.tolist() for idx, _ in steps], num_workers=self.workers,
+        # A rank's share of the last global batch is empty when that batch has fewer images than there are ranks;
+        # collate cannot stack nothing, so the DataLoader gets only the non-empty shares.
+        loader = iter(torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=[idx.tolist() for idx, _ in steps if len(idx)], num_workers=self.workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
-            prefetch_factor=4 if self.workers else None)
-        for (images, labels), (_, global_size) in zip(loader, steps):
+            prefetch_factor=4 if self.workers else None))
+        for idx, global_size in steps:
+            if len(idx):
+                images, labels = next(loader)
+            else:
+                size = self.dataset.image_size
+                images, labels = torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
             yield Batch(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True),
                         global_size)

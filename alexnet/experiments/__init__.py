@@ -3,7 +3,7 @@
 Each study is a module with `run(out, budget, device, data_dir) -> dict`: a list of config deltas over a preset,
 trained as ordinary run folders under `out/runs/`, summarised in `out/results.json`, `out/results.md` and
 `out/plot.png`. Budgets: `small` finishes on two CPU cores in minutes, `full` is the real study for a GPU, `tiny`
-is a seconds-long smoke test for the test suite (its numbers mean nothing). Modules are imported on use, so
+is a seconds-long smoke test for the test suite on tiny subsets and nets (its numbers mean nothing). Modules are imported on use, so
 listing the studies costs nothing.
 """
 
@@ -13,7 +13,7 @@ from types import ModuleType
 
 from alexnet.errors import AlexNetError
 
-BUDGETS = ("small", "full", "tiny")  # tiny: seconds on synthetic data, a smoke test whose numbers mean nothing
+BUDGETS = ("small", "full", "tiny")  # tiny: seconds, a smoke test whose numbers mean nothing
 
 STUDIES = {
     "relu-vs-tanh": "relu_vs_tanh",   # paper Fig. 1: ReLU reaches 25% training error 6x faster than tanh

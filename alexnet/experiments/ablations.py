@@ -15,10 +15,10 @@ gap = test error - train error. `small`: the `small` AlexNet on a Fashion-MNIST 
 to overfit much, so regularisers can only cost there); `full`: the `cifar10` preset.
 """
 
-import time
 from pathlib import Path
 
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, train_set_accuracy
+from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, study_results, \
+    train_set_accuracy
 
 NAME = "ablations"
 TITLE = "Ablations of the paper's ingredients: test error and train-test gap"
@@ -97,9 +97,7 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
     if not spec["pca"]:
         notes.append("PCA lighting needs RGB images: no PCA arm on Fashion-MNIST (the `full` budget, on "
                      "CIFAR-10, has it)")
-    results = {**info, "title": TITLE, "claim": __doc__.split("\n\n")[0].replace("\n", " "), "notes": notes,
-               "dataset": dataset, "summary": {"rows": rows}, "arms": [r.record(out) for r in runs],
-               "wall_s": round(time.perf_counter() - t0, 1)}
+    results = study_results(info, __doc__, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs, dataset=dataset)
     columns = ["arm", "change", "test error", "train error (eval)", "gap", "test error - baseline", "images/s"]
     table = [[r["arm"], r["error"] or r["change"], r["test_error"], r["train_error_eval"], r["gap"],
               r["delta_test_error"], r["images_per_sec"]] for r in rows]

@@ -20,7 +20,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,8 +28,9 @@ from alexnet.atomic import atomic_write
 from alexnet.config import Config
 from alexnet.errors import AlexNetError
 from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, \
-    read_metrics, run_arm
+    read_metrics, run_arm, study_results
 from alexnet.train.distributed import DistEnv, pick_device
+from alexnet.train.guards import Diverged
 from alexnet.train.trainer import METRICS
 
 NAME = "batch-size"
@@ -75,7 +75,7 @@ def _child(job: Path) -> None:
         history = run_arm(Config.from_dict(task["config"]), Path(task["run_dir"]))
         result = {"status": "ok", "history": history, "peak_bytes": _rss_peak_bytes() - baseline}
     except AlexNetError as exc:
-        result = {"status": "error", "message": str(exc)}
+        result = {"status": "diverged" if isinstance(exc, Diverged) else "error", "message": str(exc)}
     atomic_write(job.with_suffix(".result"), json.dumps(result))
 
 
@@ -111,8 +111,8 @@ def _in_fresh_process(cfg: Config, run_dir: Path) -> tuple[list[dict], int]:
     result = json.loads(result_file.read_text())
     job.unlink()
     result_file.unlink()
-    if result["status"] == "error":
-        raise AlexNetError(result["message"])
+    if result["status"] != "ok":  # the parent's run_arms records a divergence and goes on with the next arm
+        raise (Diverged if result["status"] == "diverged" else AlexNetError)(result["message"])
     return result["history"], result["peak_bytes"]
 
 
@@ -156,9 +156,8 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
     notes = [f"dataset: {cfg.data.dataset}, {cfg.data.train_subset or 'all'} training images, "
              f"{cfg.train.epochs} epochs, lr {cfg.optim.lr:g} ({cfg.optim.schedule}) at every batch size",
              f"memory: {rows[0]['memory_kind']}"]
-    results = {**info, "title": TITLE, "claim": __doc__.split("\n\n")[0], "notes": notes,
-               "dataset": cfg.data.dataset, "summary": {"rows": rows}, "arms": [r.record(out) for r in runs],
-               "wall_s": round(time.perf_counter() - t0, 1)}
+    results = study_results(info, __doc__, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
+                            dataset=cfg.data.dataset)
     columns = ["batch size", "steps", "test accuracy", "images/s", "peak memory MiB"]
     table = [[r["batch_size"], r["steps"], r["test_acc"], r["images_per_sec"],
               r["peak_memory_mib"]] for r in rows]

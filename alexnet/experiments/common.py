@@ -222,6 +222,19 @@ def _cell(value) -> str:
     return str(value)
 
 
+def study_results(info: dict, doc: str, title: str, t0: float, notes: list[str], summary: dict, *,
+                  out: Path, runs: list[ArmRun] = (), dataset: str | None = None) -> dict:
+    """What every study's results.json holds: `info` from `begin`, the claim (the first paragraph of the study
+    module's docstring), notes, dataset, the study's own summary, each arm's record, and the wall time."""
+    results = {**info, "title": title, "claim": " ".join(doc.split("\n\n")[0].split()), "notes": notes}
+    if dataset is not None:
+        results["dataset"] = dataset
+    results["summary"] = summary
+    if runs:
+        results["arms"] = [r.record(out) for r in runs]
+    return {**results, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
 def finish(out: Path, results: dict, columns: list[str], rows: list[list], extra_md: str = "") -> dict:
     """Write results.json and results.md (the plot is already at DIR/plot.png); return the results with
     the paths and the markdown table added."""

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from alexnet.analysis.summary import Summary, summarize
-from alexnet.experiments.common import check_budget, finish, machine, markdown_table, provenance, start_study
+from alexnet.experiments.common import check_budget, finish, machine, markdown_table, provenance, start_study, \
+    study_results
 from alexnet.models import create_model, model_info
 
 NAME = "complexity"
@@ -121,8 +122,7 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
              "and matrix products only)",
              "FLOPs / weight byte at batch 1: each weight (4 bytes) is read once per image; at batch B the fully "
              "connected layers' figure is B times larger, the convolutions' already is high"]
-    results = {**info, "title": TITLE, "claim": __doc__.split("\n\n")[0].replace("\n", " "), "notes": notes,
-               "summary": {"models": models}, "wall_s": round(time.perf_counter() - t0, 1)}
+    results = study_results(info, __doc__, TITLE, t0, notes, {"models": models}, out=out)
     columns = ["model", "block", "params", "% params", "MFLOPs", "% FLOPs", "activations KiB", "% activations",
                "FLOPs / weight byte"]
     return finish(out, results, columns, rows, extra_md="Per stage:\n\n" + stage_tables(models))

@@ -6,10 +6,9 @@ the hidden FC layers, and random crops + flips, each adding one change to the ar
 (see RECIPE). Measured: test accuracy per epoch, the final weights' train accuracy in eval mode, and the gap.
 """
 
-import time
 from pathlib import Path
 
-from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, train_set_accuracy
+from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, study_results, train_set_accuracy
 
 NAME = "lenet"
 TITLE = "LeNet-5 with ReLU, dropout and augmentation (d2l 7.1, exercise 5)"
@@ -83,9 +82,8 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
              f"recipe for every arm: SGD lr {cfg.optim.lr:g}, momentum {cfg.optim.momentum:g}, batch "
              f"{cfg.train.batch_size}, Xavier init, no weight decay",
              "gap = train accuracy (final weights, eval mode) - test accuracy"]
-    results = {**info, "title": TITLE, "claim": __doc__.split("\n\n")[0].replace("\n", " "), "notes": notes,
-               "dataset": cfg.data.dataset, "summary": {"rows": rows}, "arms": [r.record(out) for r in runs],
-               "wall_s": round(time.perf_counter() - t0, 1)}
+    results = study_results(info, __doc__, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
+                            dataset=cfg.data.dataset)
     columns = ["arm", "change", "test accuracy", "best test accuracy", "train accuracy (eval)", "gap"]
     table = [[r["arm"], r["error"] or r["label"], r["test_acc"], r["best_test_acc"], r["train_acc_eval"], r["gap"]]
              for r in rows]

@@ -12,10 +12,9 @@ Budgets: `full` is the paper's setting (CIFAR-10, 25%). `small` runs on Fashion-
 development machine, and a 20% target both nets reach within the budget.
 """
 
-import time
 from pathlib import Path
 
-from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish
+from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, study_results
 
 NAME = "relu-vs-tanh"
 TITLE = "ReLU vs tanh: epochs to a target training error (paper Fig. 1)"
@@ -105,9 +104,7 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
              f"{summary['steps_ratio_tanh_over_relu']} (the paper: about 6 on CIFAR-10)",
              "net: cifar4, our reconstruction of the paper's unspecified four-layer CNN; SGD momentum 0.9, "
              "no weight decay, dropout or augmentation"]
-    results = {**info, "title": TITLE, "claim": __doc__.split("\n\n")[0].replace("\n", " "), "notes": notes,
-               "dataset": spec["dataset"], "summary": summary, "arms": [r.record(out) for r in runs],
-               "wall_s": round(time.perf_counter() - t0, 1)}
+    results = study_results(info, __doc__, TITLE, t0, notes, summary, out=out, runs=runs, dataset=spec["dataset"])
     columns = ["activation", "lr", "epochs to target", "steps to target", "train err epoch 1", "final train err",
                "final test err", "images/s"]
     return finish(out, results, columns, rows)

@@ -11,12 +11,11 @@ throughput only (one epoch of 256 images: its accuracy there means nothing and t
 nets train on a Fashion-MNIST subset. `full` trains every arm on all of Fashion-MNIST.
 """
 
-import time
 from pathlib import Path
 
 from alexnet.analysis.summary import summarize
 from alexnet.config import build_model, dataset_channels
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, finish
+from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, finish, study_results
 
 NAME = "simplify"
 TITLE = "Simpler AlexNets on Fashion-MNIST: accuracy against throughput (d2l 7.1, exercise 2)"
@@ -110,9 +109,8 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
              "included)"]
     if any(not r["accuracy_meaningful"] for r in rows):
         notes.append("throughput-only arms trained one epoch on 256 images: their accuracy is not a result")
-    results = {**info, "title": TITLE, "claim": __doc__.split("\n\n")[0].replace("\n", " "), "notes": notes,
-               "dataset": cfg.data.dataset, "summary": {"rows": rows}, "arms": [r.record(out) for r in runs],
-               "wall_s": round(time.perf_counter() - t0, 1)}
+    results = study_results(info, __doc__, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
+                            dataset=cfg.data.dataset)
     columns = ["arm", "model", "input px", "params", "MFLOPs / image", "test accuracy", "images/s"]
     table = [[r["arm"], r["error"] or r["label"], r["input"], r["params"], r["mflops"],
               r["test_acc"] if r["accuracy_meaningful"] else "(not trained)", r["images_per_sec"]] for r in rows]

@@ -57,14 +57,21 @@ def create_model(name: str, **options) -> nn.Module:
 
 
 def _check_type(model: str, key: str, value, default) -> None:
-    """Options come from YAML and the command line: catch `lrn=maybe` or `dropout=high` before building."""
-    if value is None or default is None or isinstance(default, (tuple, list)):
-        return
-    expected = type(default)
-    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-    if expected is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is int and isinstance(default, int) and isinstance(value, (tuple, list)):
-        ok = True  # input_size given as (H, W)
+    """Options come from YAML and the command line: catch `lrn=maybe`, `dropout=high`, `width=-1` or an empty
+    `lrn=` before building. Every integer option (classes, channels, sizes, widths, a layer index) is >= 1."""
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if default is None:  # remove_conv: None or a layer index
+        ok, expected = value is None or is_int(value) and value >= 1, "None or an int >= 1"
+    elif key == "input_size":
+        sizes = list(value) if isinstance(value, (tuple, list)) else [value, value]
+        ok, expected = len(sizes) == 2 and all(is_int(v) and v >= 1 for v in sizes), "an int >= 1 or [H, W]"
+    elif is_int(default):
+        ok, expected = is_int(value) and value >= 1, "an int >= 1"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        ok, expected = isinstance(value, type(default)), type(default).__name__
     if not ok:
-        raise AlexNetError(f"model {model!r}: option {key} must be {expected.__name__}, got {value!r}")
+        raise AlexNetError(f"model {model!r}: option {key} must be {expected}, got {value!r}")

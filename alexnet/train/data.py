@@ -45,7 +45,7 @@ def dataset_stats(data) -> Stats:
     if hasattr(data, "samples"):  # folder: a seeded sample of decoded images
         g = torch.Generator().manual_seed(0)
         pick = torch.randperm(len(data), generator=g)[:FOLDER_STATS_IMAGES].tolist()
-        return compute_stats(torch.stack([data[i][0] for i in pick]))
+        return compute_stats(data.decode(pick))
     return compute_stats(data.images)
 
 
