@@ -429,6 +429,25 @@ def test_folder_bad_image_verify_and_skip(tmp_path):
     assert skipping.verify() == []
 
 
+def test_folder_verify_shared_by_ranks_finds_what_one_process_finds(tmp_path):
+    root = write_folder(tmp_path)
+    for name, cls in (("x.jpg", "cat"), ("y.png", "dog"), ("z.png", "ant")):
+        (root / "train" / cls / name).write_text("not an image")
+    alone = load_dataset("folder", "train", root, image_size=16, skip_bad_files=True)
+    with pytest.warns(UserWarning):
+        dropped = alone.verify()
+    assert len(dropped) == 3
+    for world_size in (2, 3, 4):
+        ds = load_dataset("folder", "train", root, image_size=16)
+        shares = [ds.find_bad_files(rank, world_size) for rank in range(world_size)]
+        assert sum(len(share) for share in shares) == 3  # each bad file is found by exactly one rank
+        with pytest.raises(AlexNetError, match=str(root / "train" / "ant" / "z.png")):  # the first, sorted
+            ds.drop_bad_files([bad for share in shares for bad in share], skip=False)
+        with pytest.warns(UserWarning):
+            assert ds.drop_bad_files([bad for share in shares[::-1] for bad in share], skip=True) == dropped
+        assert ds.samples == alone.samples and torch.equal(ds.labels, alone.labels)
+
+
 @pytest.mark.parametrize("make, words", [
     (lambda root: root.mkdir(), "train"),
     (lambda root: (root / "train").mkdir(parents=True), "no class folders"),

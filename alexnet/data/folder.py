@@ -90,21 +90,33 @@ class FolderDataset(torch.utils.data.Dataset):
         The first undecodable file raises AlexNetError naming it; with `skip_bad_files` (default: the value given
         at construction) each is dropped with a warning instead. Returns the dropped paths."""
         skip = self.skip_bad_files if skip_bad_files is None else skip_bad_files
+        return self.drop_bad_files(self.find_bad_files(first_only=not skip), skip)
+
+    def find_bad_files(self, rank: int = 0, world_size: int = 1, *, first_only: bool = False) -> list[tuple[str, str]]:
+        """(path, problem) of the undecodable files among every `world_size`-th sample from `rank`: under torchrun
+        each rank checks its share and the ranks pool what they found."""
         bad = []
-        for path, problem in _decode_problems([p for p, _ in self.samples]):
-            if problem is None:
-                continue
-            if not skip:
-                raise AlexNetError(f"{problem}; delete the file or skip bad files (skip_bad_files=True)")
-            warnings.warn(f"skipping {problem}", stacklevel=2)
-            bad.append(path)
+        for path, problem in _decode_problems([p for p, _ in self.samples][rank::world_size]):
+            if problem is not None:
+                bad.append((path, problem))
+                if first_only:
+                    break
+        return bad
+
+    def drop_bad_files(self, bad: list[tuple[str, str]], skip: bool) -> list[str]:
+        """Raise on the first of `bad` (sorted), or with `skip` drop them all with a warning; returns their paths."""
+        bad = sorted(bad)
+        if bad and not skip:
+            raise AlexNetError(f"{bad[0][1]}; delete the file or skip bad files (skip_bad_files=True)")
+        for _, problem in bad:
+            warnings.warn(f"skipping {problem}", stacklevel=3)
         if bad:
-            dropped = set(bad)
+            dropped = {path for path, _ in bad}
             self.samples = [s for s in self.samples if s[0] not in dropped]
             self.labels = _labels(self.samples)
             if not self.samples:
                 raise AlexNetError(f"{self.directory}: none of the images could be decoded")
-        return bad
+        return [path for path, _ in bad]
 
 
 def _split_directory(root: Path, split: str) -> Path:

@@ -25,7 +25,9 @@ class RunData:
     stats: Stats
 
 
-def load_split(cfg: Config, split: str):
+def load_split(cfg: Config, split: str, env: DistEnv = DistEnv()):
+    """One split as the run sees it: the configured subset, and for image folders only decodable files. Under
+    torchrun every rank must call it together: each decodes its share of a folder's files."""
     d = cfg.data
     data = load_dataset(d.dataset, split, d.data_dir, d.download, image_size=d.image_size,
                         skip_bad_files=d.skip_bad_files)
@@ -34,7 +36,10 @@ def load_split(cfg: Config, split: str):
         if limit:  # the files are listed class by class: a seeded random subset, not the first classes
             keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:limit].sort().values
             data.samples, data.labels = [data.samples[i] for i in keep.tolist()], data.labels[keep]
-        data.verify()  # an undecodable file is an error now, not a crash in a worker mid-epoch
+        # an undecodable file is an error now, not a crash in a worker mid-epoch
+        bad = data.find_bad_files(env.rank, env.world_size, first_only=not d.skip_bad_files)
+        pooled = [b for share in distributed.all_gather_object(bad) for b in share]
+        data.drop_bad_files(pooled, d.skip_bad_files)
     elif limit:
         # the first N (these files are not ordered by class); a clone, as a view would keep all of it alive
         data.images, data.labels = data.images[:limit].clone(), data.labels[:limit].clone()
@@ -63,12 +68,13 @@ def make_loader(cfg: Config, data, device: torch.device, *, train: bool, env: Di
 
 
 def prepare_data(cfg: Config, env: DistEnv, device: torch.device, stats: Stats | None = None) -> RunData:
-    # Rank 0 first: if it downloads, the others find the files afterwards instead of fetching them too.
-    if env.is_main:
-        train, test = load_split(cfg, "train"), load_split(cfg, "test")
-    distributed.barrier()
-    if not env.is_main:
-        train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    if env.distributed and cfg.data.dataset != "folder":
+        # Rank 0 first: if it downloads, the others find the files afterwards instead of fetching them too.
+        if env.is_main:
+            for split in ("train", "test"):
+                load_dataset(cfg.data.dataset, split, cfg.data.data_dir, cfg.data.download)
+        distributed.barrier()
+    train, test = load_split(cfg, "train", env), load_split(cfg, "test", env)
     stats = stats or dataset_stats(train)
     d = cfg.data
     train_loader = make_loader(cfg, train, device, train=True, env=env)

@@ -102,6 +102,15 @@ def all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's `obj` (picklable), in rank order; [obj] in a single process."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

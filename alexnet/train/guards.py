@@ -83,17 +83,23 @@ class DivergenceGuard:
 
 
 def fault_injection(rank: int, restart_count: int):
-    """ALEXNET_FAULT="step=N,signal=KILL|TERM|INT[,rank=R]": after optimizer step N, this process sends itself
-    the signal, on the first attempt only (not after torchrun's elastic restart). Used by the crash tests."""
+    """ALEXNET_FAULT="step=N,signal=KILL|TERM|INT|NAN[,rank=R]": after optimizer step N, this process sends
+    itself the signal (NAN: sets its first weight to NaN, so only its next loss is NaN), on the first attempt
+    only (not after torchrun's elastic restart). Used by the crash and divergence tests."""
     spec = os.environ.get("ALEXNET_FAULT")
     if not spec or restart_count > 0:
-        return lambda step: None
+        return lambda step, model: None
     fields = dict(item.split("=", 1) for item in spec.split(","))
-    at, sig = int(fields["step"]), getattr(signal, "SIG" + fields.get("signal", "KILL"))
+    at, kind = int(fields["step"]), fields.get("signal", "KILL")
     if int(fields.get("rank", rank)) != rank:
-        return lambda step: None
+        return lambda step, model: None
 
-    def maybe_fire(step: int) -> None:
-        if step == at:
-            os.kill(os.getpid(), sig)
+    def maybe_fire(step: int, model: torch.nn.Module) -> None:
+        if step != at:
+            return
+        if kind == "NAN":
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("nan")
+        else:
+            os.kill(os.getpid(), getattr(signal, "SIG" + kind))
     return maybe_fire

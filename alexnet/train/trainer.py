@@ -171,7 +171,7 @@ class Trainer:
             self.seen += len(batch.labels)
             p.global_step += 1
             p.step_in_epoch += 1
-            self.fire_fault(p.global_step)
+            self.fire_fault(p.global_step, self.model)
             if not bar.disable and (p.step_in_epoch % 10 == 0 or p.step_in_epoch == len(loader)):
                 loss, correct = (self.sums / max(self.seen, 1)).tolist()
                 rate = (self.seen - seen_before) * self.env.world_size / (time.perf_counter() - t0)
