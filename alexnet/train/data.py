@@ -68,13 +68,15 @@ def make_loader(cfg: Config, data, device: torch.device, *, train: bool, env: Di
 
 
 def prepare_data(cfg: Config, env: DistEnv, device: torch.device, stats: Stats | None = None) -> RunData:
-    if env.distributed and cfg.data.dataset != "folder":
-        # Rank 0 first: if it downloads, the others find the files afterwards instead of fetching them too.
-        if env.is_main:
-            for split in ("train", "test"):
-                load_dataset(cfg.data.dataset, split, cfg.data.data_dir, cfg.data.download)
+    # Rank 0 first: if it downloads, the others find the files afterwards instead of fetching them too. Image
+    # folders (never downloaded) are loaded by all ranks at once: they check the files together.
+    together = cfg.data.dataset == "folder" or not env.distributed
+    if together or env.is_main:
+        train, test = load_split(cfg, "train", env), load_split(cfg, "test", env)
+    if not together:
         distributed.barrier()
-    train, test = load_split(cfg, "train", env), load_split(cfg, "test", env)
+        if not env.is_main:
+            train, test = load_split(cfg, "train", env), load_split(cfg, "test", env)
     stats = stats or dataset_stats(train)
     d = cfg.data
     train_loader = make_loader(cfg, train, device, train=True, env=env)

@@ -129,6 +129,9 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         self.check_weights()
+        self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
         self.progress.partial = self._epoch_totals()
         if self.env.is_main:
             atomic_save(self.state_dict(), self.out / CHECKPOINT)
@@ -249,7 +252,7 @@ class Trainer:
             if improved:
                 atomic_save(best_state(self.state_dict(), record), self.out / BEST)
             write_metrics(self.out / METRICS, p.history)
-        self.save_checkpoint()
+        self._write_checkpoint()  # the weights were checked above
         if self.env.is_main and not self.quiet:
             print(format_record(record, cfg.train.epochs), flush=True)
 
