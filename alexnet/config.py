@@ -11,16 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from alexnet.atomic import atomic_write
-from alexnet.errors import AlexNetError, one_line
+from alexnet.base.errors import AlexNetError, one_line
+from alexnet.base.files import atomic_write
+from alexnet.models import create_model, model_options
+from alexnet.runtime.device import DEVICE_PATTERN
+from alexnet.runtime.precision import PRECISIONS
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DATASETS = ("fashion-mnist", "cifar10", "folder")
+CHANNELS = {"fashion-mnist": 1, "cifar10": 3, "folder": 3}  # input channels of each dataset's images
 SCHEDULES = ("constant", "step", "plateau", "cosine", "onecycle")
-PRECISIONS = ("fp32", "bf16", "fp16")
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 
 
 @dataclass
@@ -67,8 +70,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"          # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
-    channels_last: bool = False
+    precision: str = "auto"          # auto (the device's fastest, alexnet.runtime.precision) | fp32 | bf16 | fp16
+    channels_last: bool | str = "auto"  # NHWC model and inputs; auto: with bf16 / fp16
     compile: bool = False            # torch.compile the model
     deterministic: bool = False      # torch.use_deterministic_algorithms (slower on GPU)
     threads: int = 0                 # CPU intra-op threads; 0 = torch's default (one per core)
@@ -129,8 +132,6 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
         if key.startswith("model."):
             option = key.split(".", 1)[1]
             if option == "name":  # another model keeps only the options it has (dropout, init, ...)
-                from alexnet.models import model_options
-
                 cfg.model.name = str(value)
                 kept = model_options(cfg.model.name)
                 cfg.model.options = {k: v for k, v in cfg.model.options.items() if k in kept}
@@ -158,7 +159,7 @@ def _coerce(key: str, value: Any, annotation, current: Any) -> Any:
         return None
     try:
         if text.startswith("bool"):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or ("str" in text and value == "auto"):  # bool | str: true, false, auto
                 return value
             raise ValueError
         if text.startswith("int"):
@@ -181,11 +182,13 @@ def _coerce(key: str, value: Any, annotation, current: Any) -> Any:
         pass
     else:
         return value
-    raise AlexNetError(f"{key} must be {text.split('[')[0].replace(' | None', '')}, got {value!r}")
+    expected = "true, false or auto" if text == "bool | str" else text.split("[")[0].replace(" | None", "")
+    raise AlexNetError(f"{key} must be {expected}, got {value!r}")
 
 
-def validate(cfg: Config) -> Config:
-    """Every check that can fail before any work starts; each failure is one line."""
+def check(cfg: Config) -> Config:
+    """Every check of the config itself and of its model (the data section's augmentations and files are checked
+    by `alexnet.data.run.check_data`); each failure is one line."""
     d, o, t = cfg.data, cfg.optim, cfg.train
     checks = [
         (d.dataset in DATASETS, f"data.dataset must be one of {', '.join(DATASETS)}, got {d.dataset!r}"),
@@ -221,34 +224,21 @@ def validate(cfg: Config) -> Config:
         if reserved in cfg.model.options:
             raise AlexNetError(f"model.{reserved} follows the data section (data.input_size, data.dataset)")
     build_model(cfg, _probe=True)  # unknown model, option or a too-small input fail here
-    from alexnet.data.pipeline import Stats, build_pipeline  # op names and parameters fail here
-
-    channels = dataset_channels(cfg)
-    eye = tuple(tuple(float(i == j) for j in range(3)) for i in range(3))
-    stats = Stats(mean=(0.5,) * channels, std=(0.5,) * channels,
-                  eigval=(1.0,) * 3 if channels == 3 else None, eigvec=eye if channels == 3 else None)
-    build_pipeline(d.train_augment, input_size=d.input_size, stats=stats)
-    if build_pipeline(d.eval_augment, input_size=d.input_size, stats=stats).is_random:
-        raise AlexNetError("data.eval_augment must be deterministic (resize, normalise, centre crop): evaluation "
-                           "has no random generator; put random ops in data.train_augment")
     return cfg
 
 
 def dataset_channels(cfg: Config) -> int:
-    return 1 if cfg.data.dataset == "fashion-mnist" else 3
+    return CHANNELS[cfg.data.dataset]
 
 
 def build_model(cfg: Config, num_classes: int | None = None, _probe: bool = False):
     """The model a config describes; input channels and size follow the data section."""
-    from alexnet.models import create_model
-
     options = {"in_channels": dataset_channels(cfg), "input_size": cfg.data.input_size, **cfg.model.options}
     if num_classes is not None:
         options.setdefault("num_classes", num_classes)
     elif cfg.data.dataset in ("fashion-mnist", "cifar10"):
         options.setdefault("num_classes", 10)
     if _probe:  # validation only: the meta device allocates nothing, even for the 60 M-parameter paper net
-        import torch
         with torch.device("meta"):
             return create_model(cfg.model.name, **options)
     return create_model(cfg.model.name, **options)

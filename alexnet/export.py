@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.atomic import atomic_path
-from alexnet.errors import AlexNetError
-from alexnet.eval.api import Trained, load_trained
+from alexnet.base.files import atomic_path
+from alexnet.base.errors import AlexNetError
+from alexnet.run.trained import Trained, load_trained
 
 FORMATS = ("onnx", "safetensors")
 

@@ -12,7 +12,7 @@ import torchvision.transforms.v2.functional as TF
 
 from alexnet.data import augment as A
 from alexnet.data.pipeline import Stats, build_pipeline, compute_stats, list_ops
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 from alexnet.report.grid import augment_grid
 
 
@@ -290,7 +290,7 @@ def test_every_op_builds_with_its_defaults():
     for name in list_ops():
         pipe = build_pipeline([{"op": name}], input_size=16, stats=rgb_stats())
         assert pipe(images, gen()).shape == (4, 3, 16, 16), name
-    assert build_pipeline([{"op": "hflip"}], input_size=16, stats=GREY).specs == [{"op": "hflip", "p": 0.5}]
+    assert build_pipeline([{"op": "hflip"}], input_size=16, stats=GREY).steps == [("hflip", {"p": 0.5})]
 
 
 @pytest.mark.parametrize("spec,stats,message", [

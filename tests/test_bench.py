@@ -18,9 +18,10 @@ from alexnet.bench import baseline as baseline_mod
 from alexnet.bench import loader as loader_mod
 from alexnet.bench import throughput
 from alexnet.bench.baseline import d2l_dataset, torchvision_root
-from alexnet.bench.throughput import flops_per_image, forever, matmul_precision
+from alexnet.bench.throughput import flops_per_image, forever
+from alexnet.runtime.settings import matmul_precision
 from alexnet.config import apply_overrides, load_preset
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 from alexnet.models import create_model
 from synthetic import IDX_FILES, write_fashion_mnist
 

@@ -8,8 +8,8 @@ import torch
 import torchvision
 
 from alexnet.config import apply_overrides, load_preset
-from alexnet.eval.api import load_trained
-from alexnet.train.trainer import train
+from alexnet.run.trained import load_trained
+from alexnet.training.trainer import train
 from synthetic import patterned, write_fashion_mnist
 
 

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 import alexnet
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 from alexnet.experiments import list_studies, run_study
 from synthetic import write_fashion_mnist
 
@@ -226,7 +226,7 @@ def test_small_budgets_are_fashion_mnist_and_small():
 @pytest.mark.parametrize("name", ["relu-vs-tanh", "ablations", "batch-size", "simplify", "lenet"])
 def test_every_arm_of_every_budget_is_a_valid_config(name):
     """The `full` budgets cannot run here (GPU, CIFAR-10): at least every arm's config must validate."""
-    from alexnet.config import validate
+    from alexnet.data.run import validate
     from alexnet.experiments.common import arm_config
 
     module = alexnet.experiments.get_study(name)

@@ -7,7 +7,7 @@ from torchvision.io import write_png
 
 from alexnet.data.folder import FolderDataset
 from alexnet.data.loader import DeviceLoader, FolderLoader
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")

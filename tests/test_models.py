@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 import alexnet
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 from alexnet.models import model_info
 
 # d2l 7.1, printed for X = torch.randn(1, 1, 224, 224) (seeds 000 and 003).

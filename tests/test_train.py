@@ -10,9 +10,9 @@ import torch
 import yaml
 
 from alexnet.config import apply_overrides, load_preset
-from alexnet.errors import AlexNetError
-from alexnet.train import checkpoint as ckpt_mod
-from alexnet.train.trainer import train
+from alexnet.base.errors import AlexNetError
+from alexnet.run import checkpoint as ckpt_mod
+from alexnet.training.trainer import train
 from synthetic import write_fashion_mnist
 
 TINY = ["--set", "model.width=8", "--set", "model.hidden=32", "--set", "train.eval_batch_size=64",

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from alexnet.config import apply_overrides, load_preset
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 from alexnet.experiments.visualize import PAD, filter_mosaic, filters, neighbours
-from alexnet.train.trainer import train
+from alexnet.training.trainer import train
 from synthetic import write_fashion_mnist
 
 

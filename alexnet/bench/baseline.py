@@ -16,15 +16,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torchvision import datasets, transforms
 
-from alexnet.atomic import atomic_path
-from alexnet.bench.throughput import (BenchSpec, flops_per_image, forever, matmul_precision, peak_memory,
-                                      pick_device, reset_peak_memory, summarise, time_steps,
-                                      write_synthetic_fashion_mnist)
+from alexnet.base.errors import AlexNetError
+from alexnet.base.files import atomic_path
+from alexnet.bench.throughput import (BenchSpec, flops_per_image, forever, peak_memory, reset_peak_memory,
+                                      summarise, time_steps, write_synthetic_fashion_mnist)
 from alexnet.data import idx
 from alexnet.data.datasets import cache_dir, fashion_mnist_dirs
-from alexnet.errors import AlexNetError
 from alexnet.models import create_model
+from alexnet.runtime.device import pick_device
+from alexnet.runtime.settings import matmul_precision
 
 D2L_WORKERS = 4  # d2l's get_dataloader_workers()
 
@@ -54,8 +56,6 @@ def torchvision_root(data_dir: str | Path | None = None) -> Path:
 
 def d2l_dataset(root: str | Path, input_size: int, train: bool = True):
     """d2l's `load_data_fashion_mnist(..., resize=input_size)` dataset."""
-    from torchvision import datasets, transforms
-
     transform = transforms.Compose([transforms.Resize(input_size), transforms.ToTensor()])
     return datasets.FashionMNIST(root=str(root), train=train, transform=transform, download=False)
 
@@ -72,16 +72,12 @@ def measure_baseline(spec: BenchSpec, dataset=None, workers: int = D2L_WORKERS) 
 
 def _measure(spec: BenchSpec, dataset, workers: int) -> dict:
     device = pick_device(spec.device)
-    # The trainer turned cuDNN autotuning and (on CUDA) TF32 matmuls on for ours; the book does neither, so the
-    # baseline runs torch's defaults.
-    benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
-    try:
-        with matmul_precision("highest"), warnings.catch_warnings():
-            # "4 workers on a 2-core machine": d2l's choice, kept on purpose
-            warnings.filterwarnings("ignore", message="This DataLoader will create")
-            train_s, infer_s, memory, memory_kind = _time_d2l(spec, dataset, workers, device)
-    finally:
-        torch.backends.cudnn.benchmark = benchmark
+    # torch's defaults, as the book runs: no TF32 (whatever this process set), no cuDNN autotuning (ours turns it
+    # on only inside its own measurement, alexnet.runtime.settings.torch_settings).
+    with matmul_precision("highest"), warnings.catch_warnings():
+        # "4 workers on a 2-core machine": d2l's choice, kept on purpose
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        train_s, infer_s, memory, memory_kind = _time_d2l(spec, dataset, workers, device)
     # The same architecture as ours, so the same FLOPs; its MFU is against the fp32 peak (it runs in fp32).
     return summarise(spec, device, train_s=train_s, infer_s=infer_s, flops=flops_per_image(spec), memory=memory,
                      memory_kind=memory_kind, precision="fp32")

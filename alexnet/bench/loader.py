@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from alexnet.bench.baseline import D2L_WORKERS, d2l_dataset, torchvision_root
-from alexnet.bench.throughput import (SYNTHETIC_IMAGES, device_name, forever, pick_device, time_steps,
-                                      write_synthetic_fashion_mnist)
+from alexnet.bench.throughput import SYNTHETIC_IMAGES, forever, time_steps, write_synthetic_fashion_mnist
 from alexnet.config import load_preset
 from alexnet.data.datasets import load_dataset
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.pipeline import build_pipeline, compute_stats
+from alexnet.runtime.device import device_name, pick_device
 
 AUGMENT_PRESET = "d2l-fast"  # ours runs this preset's training augmentations
 

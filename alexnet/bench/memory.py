@@ -8,9 +8,11 @@ from typing import Callable
 
 import torch
 
-from alexnet.bench.throughput import BenchSpec, build_trainer, pick_device, write_synthetic_fashion_mnist
+from alexnet.base.errors import AlexNetError
+from alexnet.bench.throughput import BenchSpec, build_trainer, write_synthetic_fashion_mnist
 from alexnet.data.loader import Batch
-from alexnet.errors import AlexNetError
+from alexnet.runtime.device import pick_device
+from alexnet.runtime.settings import torch_settings
 
 MAX_BATCH_LIMIT = 1 << 16  # stop searching here: 65,536 images per step is past any AlexNet recipe
 
@@ -46,7 +48,8 @@ def max_batch(spec: BenchSpec, start: int = 64) -> dict:
     device = pick_device(spec.device)
     if device.type != "cuda":
         raise AlexNetError("--max-batch measures GPU memory and needs a CUDA device (--device cuda)")
-    with tempfile.TemporaryDirectory(prefix="alexnet-maxbatch-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="alexnet-maxbatch-") as scratch, \
+            torch_settings(device, threads=spec.threads):
         data = write_synthetic_fashion_mnist(Path(scratch) / "data", max(spec.batch_size, 1000), n_test=100)
         trainer = build_trainer(spec, str(data), Path(scratch) / "run")
         tried: dict[int, bool] = {}
@@ -70,7 +73,8 @@ def max_batch(spec: BenchSpec, start: int = 64) -> dict:
             return tried[b]
 
         best = largest_fitting(fits, start=start)
+        precision = trainer.precision
     return {"max_batch": best, "tried": dict(sorted(tried.items())), "model": spec.model,
-            "input_size": spec.input_size, "precision": spec.precision, "channels_last": spec.channels_last,
+            "input_size": spec.input_size, "precision": precision.name, "channels_last": precision.channels_last,
             "device": torch.cuda.get_device_name(device),
             "total_memory_bytes": torch.cuda.get_device_properties(device).total_memory}

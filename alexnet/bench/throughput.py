@@ -28,13 +28,16 @@ import numpy as np
 import torch
 
 from alexnet.analysis.summary import training_flops
-from alexnet.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, build_model, validate
+from alexnet.base.errors import AlexNetError
+from alexnet.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, build_model
 from alexnet.data import idx
-from alexnet.errors import AlexNetError
+from alexnet.data.run import validate
 from alexnet.models import model_info
-from alexnet.train import distributed
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from alexnet.runtime.device import device_name, pick_device, sync
+from alexnet.runtime.distributed import DistEnv
+from alexnet.runtime.precision import DTYPES, PRECISIONS
+from alexnet.runtime.settings import matmul_precision, torch_settings
+from alexnet.training.trainer import Trainer
 PEAK_MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}  # largest n of the n x n x n peak matmul
 PEAK_BUDGET_S = 0.5   # stop growing the peak matmul once one timed sample takes longer than this (s)
 SYNTHETIC_IMAGES = 60_000  # --synthetic: as many random 28x28 images as Fashion-MNIST's training split
@@ -47,8 +50,8 @@ class BenchSpec:
     input_size: int | None = None   # px; None: the model's own (d2l 224, small 28)
     batch_size: int = 128
     device: str = "auto"            # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"         # fp32 | bf16 | fp16 (autocast, as the trainer)
-    channels_last: bool = False
+    precision: str = "auto"         # auto | fp32 | bf16 | fp16 (autocast, as the trainer)
+    channels_last: bool | str = "auto"  # auto: with bf16 / fp16, as the trainer
     compile: bool = False
     steps: int = 10                 # timed steps
     warmup: int = 3                 # untimed steps before them
@@ -69,8 +72,8 @@ class BenchSpec:
                   (self.threads >= 0, f"--threads must be >= 0, got {self.threads}"),
                   (self.synthetic_images >= self.batch_size,
                    f"synthetic_images ({self.synthetic_images}) must hold at least one batch ({self.batch_size})"),
-                  (self.precision in DTYPES, f"--precision must be one of {', '.join(DTYPES)}, got "
-                                             f"{self.precision!r}"),
+                  (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got "
+                                                 f"{self.precision!r}"),
                   (not self.compile or self.warmup >= 1,
                    "--compile needs --warmup >= 1: the first step compiles, and that must not be timed")]
         for ok, message in checks:
@@ -90,31 +93,7 @@ class BenchSpec:
         return validate(cfg)
 
 
-# --- device, timing, peak -----------------------------------------------------------------------------------------
-
-def pick_device(name: str) -> torch.device:
-    return distributed.pick_device(name, distributed.DistEnv())  # cuda without a GPU: AlexNetError
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "cpu")
-    capability = torch.backends.cpu.get_cpu_capability()  # the widest SIMD torch dispatches to, e.g. AVX2
-    return f"cpu: {model}, {capability}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
+# --- timing, peak -------------------------------------------------------------------------------------------------
 
 def time_steps(step: Callable[[], object], *, steps: int, warmup: int, device: torch.device) -> float:
     """Seconds taken by `steps` calls of `step` after `warmup` untimed calls."""
@@ -134,17 +113,6 @@ def time_steps(step: Callable[[], object], *, steps: int, warmup: int, device: t
     for _ in range(steps):
         step()
     return time.perf_counter() - t0
-
-
-@contextlib.contextmanager
-def matmul_precision(value: str) -> Iterator[None]:
-    """`torch.set_float32_matmul_precision(value)` inside the block, the previous setting restored after it."""
-    saved = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(value)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(saved)
 
 
 _PEAKS: dict[tuple[str, str, str], dict] = {}
@@ -241,11 +209,9 @@ def forever(batches_of_epoch: Callable[[int], Iterator]) -> Iterator:
 
 def build_trainer(spec: BenchSpec, data_dir: str | None, scratch: Path):
     """The real `Trainer` (data on the device, pipelines, model, optimizer, autocast, compile) for `spec`."""
-    from alexnet.train.trainer import Trainer
-
     device = pick_device(spec.device)
     cfg = spec.to_config(data_dir)
-    return Trainer(cfg, scratch, distributed.DistEnv(), device, quiet=True)
+    return Trainer(cfg, scratch, DistEnv(), device, quiet=True)
 
 
 def flops_per_image(spec: BenchSpec) -> int:
@@ -261,38 +227,30 @@ def _training_flops(model: str, input_size: int) -> int:  # ours and the baselin
 
 
 def measure_ours(spec: BenchSpec) -> dict:
-    """Training and inference images/s of the trainer's own step, with memory, FLOPs and MFU."""
+    """Training and inference images/s of the trainer's own step, with memory, FLOPs and MFU. The process-wide
+    torch settings are the trainer's (as `alexnet train` sets them) inside, torch's defaults again after."""
     flops = flops_per_image(spec)
-    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as scratch:
+    device = pick_device(spec.device)
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as scratch, \
+            torch_settings(device, threads=spec.threads):
         data_dir = spec.data_dir
         if spec.synthetic:
             data_dir = str(write_synthetic_fashion_mnist(Path(scratch) / "data", spec.synthetic_images))
         trainer = build_trainer(spec, data_dir, Path(scratch) / "run")
-        device = trainer.device
         batches = forever(trainer.data.train.batches)
         reset_peak_memory(device)
         trainer.net.train()
         train_s = time_steps(lambda: trainer.train_step(next(batches)), steps=spec.steps, warmup=spec.warmup,
                              device=device)
-        trainer.guard.flush()  # a NaN in the timed steps is an error, not a figure
+        trainer.check_weights()  # a NaN in the timed steps is an error, not a figure
         memory, memory_kind = peak_memory(device)
-        infer_s = time_steps(_infer_step(trainer, batches), steps=spec.steps, warmup=spec.warmup, device=device)
-    return summarise(spec, device, train_s=train_s, infer_s=infer_s, flops=flops, memory=memory,
-                     memory_kind=memory_kind, precision=spec.precision)
-
-
-def _infer_step(trainer, batches: Iterator) -> Callable[[], torch.Tensor]:
-    """One evaluation batch as `alexnet.eval.evaluate` runs it: eval mode, no_grad, autocast, eval pipeline."""
-    cfg, device, net = trainer.cfg, trainer.device, trainer.eval_net
-    net.eval()
-
-    @torch.no_grad()
-    def step():
-        batch = next(batches)
-        x = trainer.data.eval_pipeline(batch.images).contiguous(memory_format=trainer.memory_format)
-        with torch.autocast(device.type, dtype=trainer.autocast_dtype, enabled=cfg.train.precision != "fp32"):
-            return net(x)
-    return step
+        trainer.eval_net.eval()
+        infer_s = time_steps(lambda: trainer.eval_logits(next(batches).images), steps=spec.steps,
+                             warmup=spec.warmup, device=device)
+        precision = trainer.precision
+    result = summarise(spec, device, train_s=train_s, infer_s=infer_s, flops=flops, memory=memory,
+                       memory_kind=memory_kind, precision=precision.name)
+    return {**result, "channels_last": precision.channels_last, "precision_reason": precision.reason}
 
 
 def summarise(spec: BenchSpec, device: torch.device, *, train_s: float, infer_s: float | None, flops: int,
@@ -307,47 +265,3 @@ def summarise(spec: BenchSpec, device: torch.device, *, train_s: float, infer_s:
             "mfu": achieved / peak["peak_flops"], "peak_matmul_size": peak["matmul_size"],
             "peak_precision": precision, "float32_matmul_precision": peak["float32_matmul_precision"],
             "peak_memory_bytes": memory, "peak_memory_kind": memory_kind}
-
-
-def run_bench(spec: BenchSpec, *, baseline: bool = False, baseline_dataset=None) -> dict:
-    """Everything `alexnet bench` prints: ours, optionally the d2l baseline (same process, same device, same
-    batch and timing rules) and their ratio of training images/s."""
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    device = pick_device(spec.device)
-    ours = measure_ours(spec)
-    base = None
-    if baseline:
-        from alexnet.bench.baseline import measure_baseline
-        base = measure_baseline(spec, dataset=baseline_dataset)
-    return {"ours": ours, "baseline": base,
-            "ratio": None if base is None else ours["train_images_per_sec"] / base["train_images_per_sec"],
-            "device": device_name(device), "torch": torch.__version__,
-            "config": {**dataclasses.asdict(spec), "threads": torch.get_num_threads()}}
-
-
-def format_bench(result: dict) -> str:
-    c = result["config"]
-    lines = [f"{c['model']} @{c['input_size']}, batch {c['batch_size']}, {c['precision']}"
-             f"{', channels_last' if c['channels_last'] else ''}{', compiled' if c['compile'] else ''}, "
-             f"{'synthetic data' if c['synthetic'] else 'Fashion-MNIST'}; {c['steps']} timed steps after "
-             f"{c['warmup']} warm-up; {result['device']}; torch {result['torch']}",
-             f"{'':<10}{'train img/s':>12}{'infer img/s':>12}{'step ms':>10}{'GFLOP/s':>10}{'MFU':>8}"
-             f"{'peak mem':>11}"]
-    for name in ("ours", "baseline"):
-        r = result[name]
-        if r is None:
-            continue
-        infer = "-" if r["infer_images_per_sec"] is None else f"{r['infer_images_per_sec']:.1f}"
-        lines.append(f"{name:<10}{r['train_images_per_sec']:>12.1f}{infer:>12}{r['step_ms']:>10.1f}"
-                     f"{r['achieved_flops'] / 1e9:>10.1f}{r['mfu']:>8.1%}{r['peak_memory_bytes'] / 2**20:>8.0f} MiB")
-    o = result["ours"]
-    if result["ratio"] is not None:
-        lines.append(f"ratio ours / baseline (training images/s): {result['ratio']:.2f}x")
-    lines.append(f"FLOPs per training image: {o['flops_per_image']:,} (forward + backward, torch.utils.flop_counter)")
-    peaks = {r["peak_precision"]: r for r in (o, result["baseline"]) if r is not None}  # the baseline is fp32
-    lines += [f"peak ({name}): {r['peak_flops'] / 1e9:.1f} GFLOP/s, the best median of {name} matmuls, at "
-              f"{r['peak_matmul_size']}^3 (float32 matmul precision '{r['float32_matmul_precision']}')"
-              for name, r in peaks.items()]
-    lines.append(f"peak memory: {o['peak_memory_kind']}")
-    return "\n".join(lines)

@@ -4,8 +4,9 @@ accuracy reaches a target (the figure airbench and the DAWNBench rules rank by).
 
 from pathlib import Path
 
+from alexnet.base.errors import AlexNetError
 from alexnet.config import Config
-from alexnet.errors import AlexNetError
+from alexnet.training.trainer import train
 
 
 def first_reaching(history: list[dict], target: float) -> dict | None:
@@ -16,8 +17,6 @@ def first_reaching(history: list[dict], target: float) -> dict | None:
 def time_to_accuracy(cfg: Config, target: float, out: Path, *, quiet: bool = True) -> dict:
     """Train `cfg` into `out` (all its epochs: cutting the run short would change the learning-rate schedule)
     and report when the test accuracy first reached `target`."""
-    from alexnet.train.trainer import train
-
     if not 0 < target <= 1:
         raise AlexNetError(f"--time-to-accuracy takes a test accuracy in (0, 1], got {target}")
     history = train(cfg, Path(out), quiet=quiet)

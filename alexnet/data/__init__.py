@@ -1,4 +1,5 @@
-"""Datasets (Fashion-MNIST IDX, CIFAR-10 batches, image folders), device-resident loaders, batched augmentation."""
+"""Datasets (Fashion-MNIST IDX, CIFAR-10 batches, image folders), device-resident loaders, batched augmentation,
+and the data side of a run (`run`). Imports `config`, `runtime` and `base`."""
 
 from alexnet.data.datasets import Dataset, load_dataset
 from alexnet.data.folder import FolderDataset

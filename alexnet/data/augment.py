@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 
 # torchvision's luma weights (ITU-R 601-2; torchvision writes 0.2989, not 0.299, and we match it exactly).
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet.errors import AlexNetError, one_line
+from alexnet.base.errors import AlexNetError, one_line
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"

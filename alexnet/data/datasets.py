@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet.base.errors import AlexNetError
+from alexnet.config import DATASETS
 from alexnet.data import cifar, idx
 from alexnet.data.download import download as fetch
 from alexnet.data.folder import FolderDataset
-from alexnet.errors import AlexNetError
 
-DATASETS = ("fashion-mnist", "cifar10", "folder")
 SPLITS = ("train", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # installed by `apt-get install dataset-fashion-mnist`
 FASHION_MNIST_SUBDIRS = ("", "fashion-mnist", "FashionMNIST/raw")  # our layout, then torchvision's
@@ -54,9 +54,9 @@ def fashion_mnist_dirs(data_dir: str | Path | None = None) -> list[Path]:
 
 
 def load_dataset(name: str, split: str, data_dir: str | Path | None = None, download: bool = False, *,
-                 image_size: int = 256, skip_bad_files: bool = False) -> Dataset | FolderDataset:
-    """Load one split. `image_size` and `skip_bad_files` apply to image folders only (which are never downloaded);
-    a folder's files are decoded lazily, call `FolderDataset.verify()` before training."""
+                 image_size: int = 256) -> Dataset | FolderDataset:
+    """Load one split. `image_size` applies to image folders only (which are never downloaded); a folder's files
+    are decoded lazily (`alexnet.data.run.load_split` checks them before training)."""
     if name not in DATASETS:
         raise AlexNetError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if split not in SPLITS:
@@ -70,7 +70,7 @@ def load_dataset(name: str, split: str, data_dir: str | Path | None = None, down
     roots = search_roots(data_dir)
     if not roots:
         raise AlexNetError("dataset 'folder' needs --data-dir DIR (or $ALEXNET_DATA) holding train/ and val/")
-    return FolderDataset(roots[0], split, image_size=image_size, skip_bad_files=skip_bad_files)
+    return FolderDataset(roots[0], split, image_size=image_size)
 
 
 def _load_fashion_mnist(split: str, data_dir, download: bool) -> Dataset:

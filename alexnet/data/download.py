@@ -1,16 +1,15 @@
-"""Checksummed, atomic download: stream into a temp file beside the destination, check the MD5, fsync, then
-`os.replace` (the same pattern as timm's atomic checkpoint save). A reader therefore sees either no file or the
+"""Checksummed, atomic download: stream into a temp file beside the destination, check the MD5, then
+`alexnet.base.files.atomic_path` moves it into place (the same pattern as timm's atomic checkpoint save). A reader therefore sees either no file or the
 whole verified file, never a partial one, even when several ranks download at once or the user presses Ctrl-C."""
 
 import hashlib
 import http.client
 import logging
-import os
-import tempfile
 from pathlib import Path
 from urllib.request import urlopen
 
-from alexnet.errors import AlexNetError, one_line
+from alexnet.base.errors import AlexNetError, one_line
+from alexnet.base.files import atomic_path
 
 CHUNK = 1 << 20  # bytes per read: 1 MiB keeps memory flat for the 163 MiB CIFAR-10 archive
 TIMEOUT = 60  # seconds without data before a mirror counts as failed
@@ -45,43 +44,13 @@ class _ChecksumError(Exception):
 
 
 def _fetch(url: str, dest: Path, md5: str) -> None:
-    # A unique temp name in the destination directory: `os.replace` is atomic only within one filesystem, and
-    # concurrent downloaders (one per DDP rank) must not write into each other's file.
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    # A unique temp file beside `dest` (`os.replace` is atomic only within one filesystem, and concurrent
+    # downloaders, one per DDP rank, must not write into each other's file), removed on any failure.
+    with atomic_path(dest) as tmp:
         digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urlopen(url, timeout=TIMEOUT) as response:
+        with open(tmp, "wb") as out, urlopen(url, timeout=TIMEOUT) as response:
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())  # the data must be on disk before the rename makes it visible
         if digest.hexdigest() != md5.lower():
             raise _ChecksumError(f"MD5 {digest.hexdigest()} does not match expected {md5}")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the mode open() would have
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself; best effort (not every OS or filesystem lets a directory be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

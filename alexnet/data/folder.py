@@ -14,11 +14,11 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
-from alexnet.errors import AlexNetError, one_line
+from alexnet.base.errors import AlexNetError, one_line
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})  # compared lower-cased
 SPLIT_FOLDERS = {"train": ("train",), "test": ("val", "test")}  # ImageNet calls its held-out split `val`
-VERIFY_BLOCK = 1024  # files in flight during verify(): bounds memory on ImageNet's 1.28M files
+VERIFY_BLOCK = 1024  # files in flight while checking a folder: bounds memory on ImageNet's 1.28M files
 
 
 def decode_rgb(path: str | Path) -> torch.Tensor:
@@ -49,15 +49,15 @@ def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class FolderDataset(torch.utils.data.Dataset):
-    """Images decoded lazily (in DataLoader workers); `verify()` finds undecodable files before training does."""
+    """Images decoded lazily (in DataLoader workers). `find_bad_files` and `drop_bad_files` find the undecodable
+    files before training does (`alexnet.data.run.load_split`, every rank its share)."""
 
     name = "folder"
 
-    def __init__(self, root: str | Path, split: str = "train", image_size: int = 256, skip_bad_files: bool = False):
+    def __init__(self, root: str | Path, split: str = "train", image_size: int = 256):
         self.root = Path(root)
         self.split = split
         self.image_size = image_size
-        self.skip_bad_files = skip_bad_files
         self.directory = _split_directory(self.root, split)
         self.classes = _class_names(self.root, self.directory)
         # str paths, not Path: with 1.28M samples they are smaller, and fork()ed workers share them more cheaply.
@@ -84,14 +84,6 @@ class FolderDataset(torch.utils.data.Dataset):
         """Every sample decoded into one uint8 (N, 3, S, S) tensor: N * 3 * S * S bytes, so small folders only."""
         return self.decode(range(len(self)))
 
-    def verify(self, skip_bad_files: bool | None = None) -> list[str]:
-        """Decode every file once, up front, so a corrupt one cannot crash a worker mid-epoch.
-
-        The first undecodable file raises AlexNetError naming it; with `skip_bad_files` (default: the value given
-        at construction) each is dropped with a warning instead. Returns the dropped paths."""
-        skip = self.skip_bad_files if skip_bad_files is None else skip_bad_files
-        return self.drop_bad_files(self.find_bad_files(first_only=not skip), skip)
-
     def find_bad_files(self, rank: int = 0, world_size: int = 1, *, first_only: bool = False) -> list[tuple[str, str]]:
         """(path, problem) of the undecodable files among every `world_size`-th sample from `rank`: under torchrun
         each rank checks its share and the ranks pool what they found."""
@@ -107,7 +99,7 @@ class FolderDataset(torch.utils.data.Dataset):
         """Raise on the first of `bad` (sorted), or with `skip` drop them all with a warning; returns their paths."""
         bad = sorted(bad)
         if bad and not skip:
-            raise AlexNetError(f"{bad[0][1]}; delete the file or skip bad files (skip_bad_files=True)")
+            raise AlexNetError(f"{bad[0][1]}; delete the file or skip bad files (--set data.skip_bad_files=true)")
         for _, problem in bad:
             warnings.warn(f"skipping {problem}", stacklevel=3)
         if bad:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet.errors import AlexNetError, one_line
+from alexnet.base.errors import AlexNetError, one_line
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

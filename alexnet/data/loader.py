@@ -17,7 +17,8 @@ from typing import Iterator
 
 import torch
 
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
+from alexnet.runtime.seeding import derived_seed
 
 
 @dataclass
@@ -42,7 +43,7 @@ class _Order:
     def permutation(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.n)
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2**63))
+        g = torch.Generator().manual_seed(derived_seed(self.seed, stream=epoch))
         return torch.randperm(self.n, generator=g)
 
     def steps(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, int]]:

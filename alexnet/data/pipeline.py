@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from alexnet.data import augment as A
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 
 
 # --- statistics ------------------------------------------------------------------------------------------------
@@ -211,12 +211,6 @@ class Pipeline:
     @property
     def is_random(self) -> bool:
         return any(OPS[name].random for name, _ in self.steps)
-
-    @property
-    def specs(self) -> list[dict]:
-        """The resolved specs, every default filled in (for the run's resolved config)."""
-        hidden = {"eigval", "eigvec"}  # come from stats, not from the config
-        return [{"op": name, **{k: v for k, v in kw.items() if k not in hidden}} for name, kw in self.steps]
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:

@@ -7,20 +7,20 @@ import torch.nn.functional as F
 
 from alexnet.data.augment import normalize, resize, ten_crop
 from alexnet.eval.metrics import EvalResult, Tally
+from alexnet.runtime.precision import FP32, Precision
 
 TEN_CROP_PCT = 0.875  # 224 / 256: images no larger than the input are resized to input / 0.875 first
 
 
 @torch.no_grad()
-def evaluate(model, loader, pipeline, *, num_classes: int, precision: str = "fp32", ten_crops: bool = False,
-             channels_last: bool = False) -> EvalResult:
+def evaluate(model, loader, pipeline, *, num_classes: int, precision: Precision = FP32,
+             ten_crops: bool = False) -> EvalResult:
     model.eval()
     device = next(model.parameters()).device
     tally = Tally(num_classes, device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = precision.memory_format
     for batch in loader.batches(epoch=0):
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with precision.autocast(device):
             if ten_crops:
                 views = _ten_views(batch.images, pipeline)              # (10, b, C, S, S)
                 logits = model(views.flatten(0, 1).contiguous(memory_format=fmt)).float()

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from alexnet.train.distributed import all_sum
+from alexnet.runtime.distributed import all_sum
 
 
 class Tally:

@@ -17,8 +17,12 @@ to overfit much, so regularisers can only cost there); `full`: the `cifar10` pre
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
+from alexnet.config import load_preset
 from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, study_results, \
     train_set_accuracy
+from alexnet.report.plots import save_figure
 
 NAME = "ablations"
 TITLE = "Ablations of the paper's ingredients: test error and train-test gap"
@@ -38,8 +42,6 @@ BUDGETS = {
 
 
 def arms(spec: dict) -> list[Arm]:
-    from alexnet.config import load_preset
-
     base_augment = spec["common"].get("data.train_augment", load_preset(spec["preset"]).data.train_augment)
     out = [Arm("baseline", label="the paper's ingredients"),
            Arm("no-dropout", {"model.dropout": 0.0}, label="dropout 0.5 -> 0"),
@@ -70,9 +72,6 @@ def measure(runs: list[ArmRun]) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-    from alexnet.report.plots import save_figure
-
     names = [r["arm"] for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(rows), 3.8))

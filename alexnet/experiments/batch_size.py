@@ -22,16 +22,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
-from alexnet.atomic import atomic_write
+from alexnet.base.errors import AlexNetError
+from alexnet.base.files import atomic_write
 from alexnet.config import Config
-from alexnet.errors import AlexNetError
 from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, \
     read_metrics, run_arm, study_results
-from alexnet.train.distributed import DistEnv, pick_device
-from alexnet.train.guards import Diverged
-from alexnet.train.trainer import METRICS
+from alexnet.report.plots import save_figure
+from alexnet.run.layout import METRICS
+from alexnet.runtime.device import pick_device
+from alexnet.runtime.distributed import DistEnv
+from alexnet.training.guards import Diverged
 
 NAME = "batch-size"
 TITLE = "Batch size against accuracy, throughput and peak memory (d2l 7.1, exercise 3)"
@@ -68,8 +71,7 @@ def _reset_rss_peak() -> int:
 def _child(job: Path) -> None:
     """The fresh process: train the arm described in `job` (config + run folder), then write the history and the
     peak RSS growth, or the error, to job's `.result` file."""
-    import alexnet.report.run_report  # noqa: F401  (matplotlib: imported by the trainer at the end, not memory
-    task = json.loads(job.read_text())  # the batch size is responsible for)
+    task = json.loads(job.read_text())
     try:
         baseline = _reset_rss_peak()
         history = run_arm(Config.from_dict(task["config"]), Path(task["run_dir"]))
@@ -131,9 +133,6 @@ def measure(runs: list[ArmRun]) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-    from alexnet.report.plots import save_figure
-
     b = [r["batch_size"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
     for ax, key, label in zip(axes, ("test_acc", "images_per_sec", "peak_memory_mib"),

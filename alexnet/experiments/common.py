@@ -24,13 +24,20 @@ from pathlib import Path
 
 import torch
 
-from alexnet.atomic import atomic_write
+from alexnet.base.errors import AlexNetError
+from alexnet.base.files import atomic_write
 from alexnet.config import Config, apply_overrides, load_config, load_preset
-from alexnet.errors import AlexNetError
-from alexnet.train.guards import Diverged
-from alexnet.experiments import BUDGETS
-from alexnet.train.trainer import CHECKPOINT, CONFIG, METRICS, check_resumable, train
+from alexnet.data.run import load_split, make_loader
+from alexnet.eval.evaluate import evaluate
+from alexnet.run.checkpoint import check_resumable, read_metrics
+from alexnet.run.layout import CHECKPOINT, CONFIG, METRICS
+from alexnet.run.trained import load_trained
+from alexnet.runtime.device import cpu_features
+from alexnet.runtime.precision import resolve_precision
+from alexnet.training.guards import Diverged
+from alexnet.training.trainer import train
 
+BUDGETS = ("small", "full", "tiny")  # tiny: seconds, a smoke test whose numbers mean nothing
 PLOT = "plot.png"
 DIVERGED = "diverged.txt"  # in an arm's run folder: training hit a non-finite loss (a re-run does not retry it)
 # The `quick` preset's recipe (Nesterov SGD, one-cycle) at a batch and rate that learn within the few hundred steps
@@ -113,12 +120,6 @@ def arm_config(arm: Arm, preset: str, common: dict, device: str, data_dir: str |
     return cfg
 
 
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def run_arm(cfg: Config, run_dir: Path) -> list[dict]:
     """Train one arm, or return its history if its run already finished with this config."""
     if (run_dir / CONFIG).exists():
@@ -159,17 +160,14 @@ def train_set_accuracy(run: ArmRun) -> float | None:
     """Accuracy of the final weights on the arm's training images, in eval mode (no dropout, no augmentation):
     the training error a train-test gap should use. The per-epoch train_acc is measured with dropout and
     augmentation on, while the weights still move."""
-    from alexnet.eval.api import load_trained
-    from alexnet.eval.evaluate import evaluate
-    from alexnet.train.data import load_split, make_loader
-
     if run.error or not (run.run_dir / CHECKPOINT).exists():
         return None
     trained = load_trained(run.run_dir / CHECKPOINT, run.cfg.train.device)
     data = load_split(run.cfg, "train")
     loader = make_loader(run.cfg, data, trained.device, train=False)
-    return evaluate(trained.model, loader, trained.pipeline, num_classes=len(trained.classes),
-                    precision=run.cfg.train.precision).top1
+    precision = resolve_precision(run.cfg.train.precision, trained.device, run.cfg.train.channels_last)
+    return evaluate(trained.model.to(memory_format=precision.memory_format), loader, trained.pipeline,
+                    num_classes=len(trained.classes), precision=precision).top1
 
 
 # --- where and when ---------------------------------------------------------------------------------------------
@@ -178,14 +176,7 @@ def machine(device: str = "auto") -> str:
     """'2-core AMD EPYC CPU' or the GPU's name, as results.json records it."""
     if device != "cpu" and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} GPU, {os.cpu_count()} CPU cores"
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_features().model
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cores}-core {model} CPU, no GPU used"
 

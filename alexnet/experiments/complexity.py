@@ -13,10 +13,13 @@ they are bound by memory bandwidth, not by compute.
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from alexnet.analysis.summary import Summary, summarize
 from alexnet.experiments.common import check_budget, finish, machine, markdown_table, provenance, start_study, \
     study_results
 from alexnet.models import create_model, model_info
+from alexnet.report.plots import save_figure
 
 NAME = "complexity"
 TITLE = "Where AlexNet's parameters, FLOPs and activation memory go (d2l 7.1, exercise 4)"
@@ -84,9 +87,6 @@ def stage_tables(models: list[dict]) -> str:
 
 
 def plot(models: list[dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
-    from alexnet.report.plots import save_figure
-
     totals = {"params": "total_params", "flops": "total_flops", "activation_bytes": "activation_bytes"}
     titles = {"params": "% of parameters", "flops": "% of forward FLOPs", "activation_bytes": "% of activation memory"}
     names = [s["stage"] for s in models[0]["stages"]]

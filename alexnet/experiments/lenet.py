@@ -8,7 +8,10 @@ the hidden FC layers, and random crops + flips, each adding one change to the ar
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, study_results, train_set_accuracy
+from alexnet.report.plots import save_figure
 
 NAME = "lenet"
 TITLE = "LeNet-5 with ReLU, dropout and augmentation (d2l 7.1, exercise 5)"
@@ -55,9 +58,6 @@ def measure(runs: list[ArmRun]) -> list[dict]:
 
 
 def plot(runs: list[ArmRun], path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-    from alexnet.report.plots import save_figure
-
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in runs:
         ax.plot([r["epoch"] for r in run.history], [r["test_acc"] for r in run.history], "o-", ms=3,

@@ -14,7 +14,10 @@ development machine, and a 20% target both nets reach within the budget.
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, study_results
+from alexnet.report.plots import save_figure
 
 NAME = "relu-vs-tanh"
 TITLE = "ReLU vs tanh: epochs to a target training error (paper Fig. 1)"
@@ -67,9 +70,6 @@ def summarize_runs(runs: list[ArmRun], target: float) -> dict:
 
 
 def plot(runs: list[ArmRun], target: float, path: Path, dataset: str) -> None:
-    import matplotlib.pyplot as plt
-    from alexnet.report.plots import save_figure
-
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for run in runs:
         act = run.cfg.model.options["activation"]

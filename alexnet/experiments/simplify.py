@@ -13,9 +13,12 @@ nets train on a Fashion-MNIST subset. `full` trains every arm on all of Fashion-
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from alexnet.analysis.summary import summarize
 from alexnet.config import build_model, dataset_channels
 from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, finish, study_results
+from alexnet.report.plots import save_figure
 
 NAME = "simplify"
 TITLE = "Simpler AlexNets on Fashion-MNIST: accuracy against throughput (d2l 7.1, exercise 2)"
@@ -75,9 +78,6 @@ def measure(runs: list[ArmRun], probes: set[str]) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-    from alexnet.report.plots import save_figure
-
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         if r["images_per_sec"] is None or r["test_acc"] is None:

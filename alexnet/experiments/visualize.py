@@ -11,13 +11,16 @@ Both read a run's checkpoint (`best.pt` or `checkpoint.pt`) and write a PNG atom
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
 
-from alexnet.atomic import atomic_path
-from alexnet.errors import AlexNetError
-from alexnet.eval.api import Trained, load_trained
+from alexnet.base.errors import AlexNetError
+from alexnet.base.files import atomic_path
+from alexnet.data.run import load_split
+from alexnet.report.plots import save_figure
+from alexnet.run.trained import Trained, load_trained
 
 PAD = 1           # px of background between tiles
 MIN_TILE_PX = 32  # kernel pixels are drawn as s x s blocks, s >= 4, so that a tile is at least this wide
@@ -49,10 +52,6 @@ def filter_mosaic(weight: torch.Tensor) -> tuple[np.ndarray, int, int]:
 
 
 def _save_image(array: np.ndarray, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -90,8 +89,6 @@ def neighbours(checkpoint: Path, out_png: Path, n_queries: int = 5, k: int = 6, 
     """Pick `n_queries` random images of `split` and draw each with its `k` nearest training images (by the
     Euclidean distance of their last-hidden-layer activations). The training images are the run's own training
     set (its `data.train_subset` included), or its first `train_limit`. Returns the indices drawn."""
-    from alexnet.train.data import load_split
-
     if n_queries < 1 or k < 1:
         raise AlexNetError(f"n_queries and k must be >= 1, got {n_queries} and {k}")
     if split not in ("train", "test"):
@@ -120,11 +117,6 @@ def neighbours(checkpoint: Path, out_png: Path, n_queries: int = 5, k: int = 6, 
 
 
 def _draw_neighbours(queries, found, query_labels, found_labels, classes, k: int, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from alexnet.report.plots import save_figure
-
     n = len(queries)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(n, k + 1, figsize=(1.3 * (k + 1), 1.4 * n), squeeze=False)

@@ -1,30 +1,30 @@
 """Model registry in the style of timm: `@register_model` on a builder, `create_model(name, **options)`,
-`list_models()`. The CLI's `--model` choices come from here."""
+`list_models()`. The CLI's `--model` choices come from here. A builder takes one options dataclass; the
+registry holds the model's defaults as an instance of it, and checks names and types of what a caller passes."""
 
-import inspect
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    builder: Callable[..., nn.Module]
+    builder: Callable[[Any], nn.Module]
     input_shape: tuple[int, int, int]  # (C, H, W) the model is designed for
-    description: str
+    options: Any                       # the builder's options dataclass, holding this model's defaults
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, input_shape: tuple[int, int, int]):
+def register_model(name: str, input_shape: tuple[int, int, int], options: Any):
     def wrap(builder):
-        doc = (builder.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelInfo(name, builder, input_shape, doc[0] if doc else "")
+        _REGISTRY[name] = ModelInfo(name, builder, input_shape, options)
         return builder
     return wrap
 
@@ -40,7 +40,7 @@ def model_info(name: str) -> ModelInfo:
 
 
 def model_options(name: str) -> list[str]:
-    return [p for p in inspect.signature(model_info(name).builder).parameters]
+    return [f.name for f in dataclasses.fields(model_info(name).options)]
 
 
 def create_model(name: str, **options) -> nn.Module:
@@ -50,10 +50,9 @@ def create_model(name: str, **options) -> nn.Module:
     if unknown:
         raise AlexNetError(f"model {name!r} has no option {', '.join(unknown)}; "
                            f"options: {', '.join(model_options(name))}")
-    params = inspect.signature(info.builder).parameters
     for key, value in options.items():
-        _check_type(name, key, value, params[key].default)
-    return info.builder(**options)
+        _check_type(name, key, value, getattr(info.options, key))
+    return info.builder(dataclasses.replace(info.options, **options))
 
 
 def _check_type(model: str, key: str, value, default) -> None:

@@ -8,8 +8,11 @@ from typing import Sequence
 import torch
 from matplotlib.figure import Figure
 
-from alexnet.atomic import atomic_path
-from alexnet.data.pipeline import Pipeline
+from alexnet.base.files import atomic_path
+from alexnet.config import Config
+from alexnet.data.datasets import load_dataset
+from alexnet.data.pipeline import Pipeline, build_pipeline, compute_stats
+from alexnet.data.run import FOLDER_STATS_IMAGES
 
 CELL_INCHES = 1.4  # each image drawn 1.4 x 1.4 inches (140 px at the default 100 dpi)
 
@@ -61,3 +64,19 @@ def augment_grid(images: torch.Tensor, pipeline: Pipeline, out: Path, *, samples
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     return out
+
+
+def draw_augmentations(cfg: Config, out: Path, *, samples: int = 8, variants: int = 5, seed: int = 0) -> Pipeline:
+    """The grid of `cfg`'s training augmentations on its training images; returns the pipeline drawn. An image
+    folder is sampled (a seeded draw of decoded images for the statistics and the picture), not decoded whole."""
+    d = cfg.data
+    data = load_dataset(d.dataset, "train", d.data_dir, d.download, image_size=d.image_size)
+    if d.dataset == "folder":
+        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:FOLDER_STATS_IMAGES]
+        images, labels = data.decode(pick.tolist()), data.labels[pick]
+    else:
+        images, labels = data.images, data.labels
+    pipeline = build_pipeline(d.train_augment, input_size=d.input_size, stats=compute_stats(images))
+    augment_grid(images, pipeline, out, samples=samples, variants=variants, seed=seed, classes=data.classes,
+                 labels=labels)
+    return pipeline

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from alexnet.atomic import atomic_path  # noqa: E402
+from alexnet.base.files import atomic_path  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> Path:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from alexnet.atomic import atomic_write
+from alexnet.base.files import atomic_write
 from alexnet.config import Config
 from alexnet.report.plots import plot_curves
 

@@ -1,19 +1,26 @@
 """Checkpoints that survive a crash at any instant and resume bit-exactly.
 
-Written atomically (`alexnet.atomic`): a kill at any point leaves either the old or the new file, never half of
+Written atomically (`alexnet.base.files`): a kill at any point leaves either the old or the new file, never half of
 one. Loaded with `torch.load(weights_only=True)`: tensors, numbers, strings, lists and dicts only, so a
 crafted checkpoint cannot run code. The RNG states of Python, NumPy and torch (CPU, and the current CUDA device: a
 resumed run may see a different number of GPUs) travel along.
 """
 
+import json
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from alexnet.atomic import atomic_path
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
+from alexnet.base.files import atomic_path, atomic_write
+from alexnet.config import Config
+
+# A resumed run may differ from the run that wrote the checkpoint in these keys only. optim.lr is one: the paper
+# divided the learning rate by hand, which is `--resume --lr X` here.
+RESUMABLE_CHANGES = {"optim.lr", "train.epochs", "train.device", "train.threads", "train.checkpoint_every_steps",
+                     "data.data_dir", "data.workers", "data.download"}
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -53,3 +60,32 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"][0])
+
+
+def best_state(state: dict, record: dict) -> dict:
+    """What eval / predict / export need: weights, config, classes, normalisation statistics."""
+    keep = ("format", "model", "config", "classes", "stats")
+    return {**{k: state[k] for k in keep}, "metrics": record}
+
+
+def check_resumable(saved: dict, cfg: Config) -> None:
+    """A checkpoint continues only the run that wrote it: same config but for RESUMABLE_CHANGES."""
+    now = cfg.to_dict()
+    for section in ("model", "data", "optim", "train"):
+        keys = set(saved.get(section, {})) | set(now.get(section, {}))
+        for key in sorted(keys):
+            old, new = saved.get(section, {}).get(key), now.get(section, {}).get(key)
+            if f"{section}.{key}" not in RESUMABLE_CHANGES and old != new:
+                raise AlexNetError(f"cannot resume: {section}.{key} is {new!r} but the run was started with "
+                                   f"{old!r}; use the run's own config or another --out")
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """Rewritten whole (atomically) from the checkpoint's history, so it always agrees with the checkpoint."""
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -6,14 +6,18 @@
     alexnet bench --loader --batch-size 128                                       # data delivery alone
 """
 
+import argparse
 import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from alexnet.cli_args import parse_option
-from alexnet.errors import AlexNetError
+from alexnet.base.errors import AlexNetError
+from alexnet.bench import BenchSpec, format_bench, format_tta, max_batch, run_bench, time_to_accuracy
+from alexnet.bench.loader import format_loader, measure_loader
+from alexnet.cli.args import parse_option
+from alexnet.config import resolve
 
 
 def add_parser(sub) -> None:
@@ -22,8 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--input-size", type=int, help="side of the model's input, px (default: the model's own)")
     p.add_argument("--batch-size", type=int, help="default 128")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", help="fp32 (default), bf16 or fp16 (autocast, as the trainer)")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--precision", help="auto (default: the device's fastest, as the trainer), fp32, bf16 or fp16")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="NHWC model and inputs (default: with bf16 / fp16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
     p.add_argument("--steps", type=int, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, help="untimed steps before them (default 3)")
@@ -53,8 +58,8 @@ MODES = {
     "loader": {"input_size", "batch_size", "steps", "warmup", "synthetic"},
     "time-to-accuracy": {"preset", "set", "out"},
 }
-DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "fp32", "steps": 10, "warmup": 3, "threads": 0,
-            "preset": "quick"}
+DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "auto", "channels_last": "auto", "steps": 10,
+            "warmup": 3, "threads": 0, "preset": "quick"}
 
 
 def _check_mode(args) -> None:
@@ -79,8 +84,6 @@ def cmd_bench(args) -> int:
     if args.time_to_accuracy is not None:
         return _time_to_accuracy(args)
     if args.loader:
-        from alexnet.bench.loader import format_loader, measure_loader
-
         if args.steps < 1 or args.batch_size < 1:
             raise AlexNetError("--steps and --batch-size must be >= 1")
         size = 224 if args.input_size is None else args.input_size
@@ -89,8 +92,6 @@ def cmd_bench(args) -> int:
                                 data_dir=args.data_dir, synthetic=args.synthetic)
         print(json.dumps(result) if args.json else format_loader(result))
         return 0
-    from alexnet.bench import BenchSpec, format_bench, max_batch, run_bench
-
     spec = BenchSpec(model=args.model, input_size=args.input_size, batch_size=args.batch_size,
                      device=args.device or "auto", precision=args.precision, channels_last=args.channels_last,
                      compile=args.compile, steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
@@ -107,9 +108,6 @@ def cmd_bench(args) -> int:
 
 
 def _time_to_accuracy(args) -> int:
-    from alexnet.bench import format_tta, time_to_accuracy
-    from alexnet.config import resolve
-
     overrides = dict(args.set or [])
     for key, value in (("data.data_dir", args.data_dir), ("train.device", args.device)):
         if value is not None:

@@ -52,24 +52,21 @@ class LRSchedule:
             return c.lr * 0.1 ** self.drops
         return c.lr
 
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        lr = self.lr(step)
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+            group["lr"] = self.lr(step)
 
-    def end_epoch(self, test_accuracy: float) -> bool:
-        """Plateau bookkeeping (the paper's manual schedule, automated); True when the rate was just divided."""
+    def end_epoch(self, accuracy: float) -> None:
+        """Plateau bookkeeping (the paper's manual schedule, automated): divide by 10 after `plateau_patience`
+        epochs without a gain in validation accuracy, at most `plateau_max_drops` times."""
         if self.cfg.schedule != "plateau":
-            return False
-        if test_accuracy > self.best + 1e-4:
-            self.best, self.bad_epochs = test_accuracy, 0
-            return False
+            return
+        if accuracy > self.best + 1e-4:
+            self.best, self.bad_epochs = accuracy, 0
+            return
         self.bad_epochs += 1
         if self.bad_epochs > self.cfg.plateau_patience and self.drops < self.cfg.plateau_max_drops:
             self.drops, self.bad_epochs = self.drops + 1, 0
-            return True
-        return False
 
     def state_dict(self) -> dict:
         return {"drops": self.drops, "best": self.best, "bad_epochs": self.bad_epochs}

@@ -6,13 +6,12 @@ User errors are `AlexNetError`s, which the CLI prints as one line with exit code
 
 from pathlib import Path
 
-from alexnet.cli_args import positive_int
-from alexnet.experiments import BUDGETS, list_studies
+from alexnet.cli.args import positive_int
+from alexnet.experiments import BUDGETS, list_studies, run_study
+from alexnet.experiments.visualize import filters, neighbours
 
 
 def cmd_experiment(args) -> int:
-    from alexnet.experiments import run_study
-
     result = run_study(args.name, args.out, budget=args.budget, device=args.device, data_dir=args.data_dir)
     print(f"{args.name} ({args.budget} budget, {result['wall_s']:.0f} s):\n"
           f"  table   {result['results_md']}\n  data    {result['results_json']}\n  plot    {result['plot_png']}\n")
@@ -21,8 +20,6 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_filters(args) -> int:
-    from alexnet.experiments.visualize import filters
-
     info = filters(args.checkpoint, args.out)
     print(f"wrote {info['path']}: {info['tiles']} filters of {'x'.join(map(str, info['kernel']))} "
           f"({info['rows']} x {info['cols']} grid)")
@@ -30,8 +27,6 @@ def cmd_filters(args) -> int:
 
 
 def cmd_neighbours(args) -> int:
-    from alexnet.experiments.visualize import neighbours
-
     info = neighbours(args.checkpoint, args.out, n_queries=args.queries, k=args.k, split=args.split,
                       data_dir=args.data_dir, train_limit=args.train_limit, seed=args.seed, device=args.device)
     print(f"wrote {info['path']}: {len(info['queries'])} {args.split} images and their {args.k} nearest "

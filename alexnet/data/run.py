@@ -1,16 +1,17 @@
-"""The data side of a run: datasets -> statistics -> on-device pipelines -> loaders, for any rank."""
+"""The data side of a run: a config's datasets -> statistics -> on-device pipelines -> loaders, for any rank,
+and the checks of the data section that can run before any work starts."""
 
 from dataclasses import dataclass
 
 import torch
 
-from alexnet.config import Config
-from alexnet.data.pipeline import Pipeline, Stats, build_pipeline, compute_stats
+from alexnet.base.errors import AlexNetError
+from alexnet.config import Config, check, dataset_channels
 from alexnet.data.datasets import load_dataset
 from alexnet.data.loader import DeviceLoader, FolderLoader
-from alexnet.errors import AlexNetError
-from alexnet.train import distributed
-from alexnet.train.distributed import DistEnv
+from alexnet.data.pipeline import Pipeline, Stats, build_pipeline, compute_stats
+from alexnet.runtime import distributed
+from alexnet.runtime.distributed import DistEnv
 
 FOLDER_STATS_IMAGES = 2000  # decoded images sampled for a folder's mean / std / PCA (the paper used all 1.2 M)
 
@@ -25,12 +26,31 @@ class RunData:
     stats: Stats
 
 
-def load_split(cfg: Config, split: str, env: DistEnv = DistEnv()):
+def validate(cfg: Config) -> Config:
+    """Every check that can fail before any work starts, each failure one line: the config's fields and model
+    (`alexnet.config.check`), then its data section."""
+    check(cfg)
+    check_data(cfg)
+    return cfg
+
+
+def check_data(cfg: Config) -> None:
+    """The augmentation lists: op names, parameters, and evaluation ops that must be deterministic."""
+    d, channels = cfg.data, dataset_channels(cfg)
+    eye = tuple(tuple(float(i == j) for j in range(3)) for i in range(3))
+    stats = Stats(mean=(0.5,) * channels, std=(0.5,) * channels,
+                  eigval=(1.0,) * 3 if channels == 3 else None, eigvec=eye if channels == 3 else None)
+    build_pipeline(d.train_augment, input_size=d.input_size, stats=stats)
+    if build_pipeline(d.eval_augment, input_size=d.input_size, stats=stats).is_random:
+        raise AlexNetError("data.eval_augment must be deterministic (resize, normalise, centre crop): evaluation "
+                           "has no random generator; put random ops in data.train_augment")
+
+
+def load_split(cfg: Config, split: str, env: DistEnv | None = None):
     """One split as the run sees it: the configured subset, and for image folders only decodable files. Under
     torchrun every rank must call it together: each decodes its share of a folder's files."""
-    d = cfg.data
-    data = load_dataset(d.dataset, split, d.data_dir, d.download, image_size=d.image_size,
-                        skip_bad_files=d.skip_bad_files)
+    d, env = cfg.data, env or DistEnv()
+    data = load_dataset(d.dataset, split, d.data_dir, d.download, image_size=d.image_size)
     limit = d.train_subset if split == "train" else d.test_subset
     if d.dataset == "folder":
         if limit:  # the files are listed class by class: a seeded random subset, not the first classes
@@ -54,11 +74,11 @@ def dataset_stats(data) -> Stats:
     return compute_stats(data.images)
 
 
-def make_loader(cfg: Config, data, device: torch.device, *, train: bool, env: DistEnv = DistEnv(),
+def make_loader(cfg: Config, data, device: torch.device, *, train: bool, env: DistEnv | None = None,
                 batch_size: int | None = None) -> DeviceLoader | FolderLoader:
     """Training order (shuffled by seed and epoch, drop_last as configured) or evaluation order (every sample
     once), this rank's share of it."""
-    t = cfg.train
+    t, env = cfg.train, env or DistEnv()
     options = dict(batch_size=batch_size or (t.batch_size if train else t.eval_batch_size), device=device,
                    shuffle=train, seed=t.seed, drop_last=train and t.drop_last, rank=env.rank,
                    world_size=env.world_size)

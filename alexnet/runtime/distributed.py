@@ -3,14 +3,11 @@ WORLD_SIZE, MASTER_ADDR/PORT; a plain `alexnet train` has none of them and runs 
 NCCL on CUDA, gloo on CPU. Metrics are reduced as sums, so every rank ends with the exact global figures."""
 
 import os
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from alexnet.config import DEVICE_PATTERN
-from alexnet.errors import AlexNetError
 
 
 @dataclass(frozen=True)
@@ -34,25 +31,6 @@ class DistEnv:
         return cls(rank=int(env.get("RANK", 0)), local_rank=int(env.get("LOCAL_RANK", 0)),
                    world_size=int(env.get("WORLD_SIZE", 1)),
                    restart_count=int(env.get("TORCHELASTIC_RESTART_COUNT", 0)))
-
-
-def pick_device(requested: str, env: DistEnv) -> torch.device:
-    if re.fullmatch(DEVICE_PATTERN, requested) is None:
-        raise AlexNetError(f"device must be auto, cpu, cuda or cuda:N, got {requested!r}")
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise AlexNetError("device cuda was asked for but no CUDA device is available; use --device cpu")
-        if requested == "cuda":  # under torchrun each process takes the GPU of its local rank
-            return torch.device("cuda", env.local_rank)
-        index = int(requested.split(":")[1])
-        if env.distributed:
-            raise AlexNetError(f"device {requested} under torchrun would put every rank on one GPU; use cuda")
-        if index >= torch.cuda.device_count():
-            raise AlexNetError(f"device {requested} does not exist: {torch.cuda.device_count()} CUDA device(s)")
-        return torch.device("cuda", index)
-    return torch.device("cpu")
 
 
 def init(env: DistEnv, device: torch.device) -> None:

@@ -6,8 +6,8 @@ import signal
 
 import torch
 
-from alexnet.errors import AlexNetError
-from alexnet.train import distributed
+from alexnet.base.errors import AlexNetError
+from alexnet.runtime import distributed
 
 
 class Diverged(AlexNetError):

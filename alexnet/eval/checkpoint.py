@@ -1,53 +1,24 @@
-"""What `alexnet eval` and `alexnet predict` do with a run's checkpoint (`best.pt` or `checkpoint.pt`): rebuild
-the model from the config stored inside, with the normalisation statistics of its training set."""
+"""What `alexnet eval` and `alexnet predict` do with a run's checkpoint (`best.pt` or `checkpoint.pt`): the
+trained model (`alexnet.run.trained`) on the run's test split, or on a user's image files."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from alexnet.config import Config, build_model
+from alexnet.base.errors import AlexNetError
 from alexnet.data.augment import grayscale
 from alexnet.data.folder import decode_rgb, resize_center_crop
-from alexnet.data.pipeline import Pipeline, Stats, build_pipeline
-from alexnet.errors import AlexNetError
+from alexnet.data.run import load_split, make_loader
 from alexnet.eval.evaluate import evaluate
 from alexnet.eval.metrics import EvalResult
-from alexnet.train.checkpoint import load_checkpoint
-from alexnet.train.distributed import DistEnv, pick_device
+from alexnet.run.trained import Trained, load_trained
+from alexnet.runtime.precision import resolve_precision
 
 NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32}  # what a user's image is brought to before the eval pipeline
 
 
-@dataclass
-class Trained:
-    model: nn.Module        # in eval mode, on `device`
-    cfg: Config
-    classes: list[str]
-    stats: Stats
-    pipeline: Pipeline      # the evaluation pipeline of the run
-    device: torch.device
-
-
-def load_trained(checkpoint: Path, device: str = "auto") -> Trained:
-    state = load_checkpoint(checkpoint)
-    missing = {"model", "config", "classes", "stats"} - set(state)
-    if missing:
-        raise AlexNetError(f"{checkpoint} is not an alexnet run checkpoint (no {', '.join(sorted(missing))})")
-    cfg = Config.from_dict(state["config"])
-    dev = pick_device(device, DistEnv())
-    model = build_model(cfg, num_classes=len(state["classes"]))
-    model.load_state_dict(state["model"])
-    stats = Stats.from_dict(state["stats"])
-    pipeline = build_pipeline(cfg.data.eval_augment, input_size=cfg.data.input_size, stats=stats)
-    return Trained(model.to(dev).eval(), cfg, list(state["classes"]), stats, pipeline, dev)
-
-
 def evaluate_checkpoint(checkpoint: Path, *, data_dir: str | None = None, ten_crops: bool = False,
                         device: str = "auto", batch_size: int | None = None) -> tuple[EvalResult, Trained]:
-    from alexnet.train.data import load_split, make_loader
-
     trained = load_trained(checkpoint, device)
     cfg = trained.cfg
     if data_dir is not None:
@@ -59,8 +30,9 @@ def evaluate_checkpoint(checkpoint: Path, *, data_dir: str | None = None, ten_cr
     # ten crops put ten views of every image through the model at once: keep the memory of a plain evaluation
     size = batch_size or (max(1, cfg.train.eval_batch_size // 10) if ten_crops else None)
     loader = make_loader(cfg, test, trained.device, train=False, batch_size=size)
-    result = evaluate(trained.model, loader, trained.pipeline, num_classes=len(trained.classes),
-                      precision=cfg.train.precision, ten_crops=ten_crops)
+    precision = resolve_precision(cfg.train.precision, trained.device, cfg.train.channels_last)
+    result = evaluate(trained.model.to(memory_format=precision.memory_format), loader, trained.pipeline,
+                      num_classes=len(trained.classes), precision=precision, ten_crops=ten_crops)
     return result, trained
 
 

@@ -13,7 +13,6 @@ global mean loss: the same update as one process with the same batch, whatever t
 import json
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,25 +20,25 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from alexnet.atomic import atomic_write
-from alexnet.config import Config, build_model, save_config, validate
+from alexnet.base.errors import AlexNetError
+from alexnet.config import Config, build_model, save_config
 from alexnet.data.pipeline import Stats
-from alexnet.errors import AlexNetError
+from alexnet.data.run import RunData, prepare_data, validate
 from alexnet.eval.evaluate import evaluate
-from alexnet.train import distributed
-from alexnet.train.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from alexnet.train.data import RunData, prepare_data
-from alexnet.train.distributed import DistEnv
-from alexnet.train.guards import DivergenceGuard, Interrupted, SignalFlag, fault_injection
-from alexnet.train.optim import LRSchedule, build_optimizer
+from alexnet.report.run_report import write_run_report
+from alexnet.run.checkpoint import (atomic_save, best_state, check_resumable, load_checkpoint, rng_state,
+                                    set_rng_state, write_metrics)
+from alexnet.run.layout import BEST, CHECKPOINT, CONFIG, METRICS, RANKS
+from alexnet.runtime import distributed
+from alexnet.runtime.device import pick_device
+from alexnet.runtime.distributed import DistEnv
+from alexnet.runtime.precision import resolve_precision
+from alexnet.runtime.seeding import derived_seed
+from alexnet.runtime.settings import torch_settings
+from alexnet.training.guards import DivergenceGuard, Interrupted, SignalFlag, fault_injection
+from alexnet.training.optim import LRSchedule, build_optimizer
 
-CHECKPOINT, BEST, METRICS, CONFIG = "checkpoint.pt", "best.pt", "metrics.jsonl", "config.yaml"
-RANKS = "ranks.json"  # distributed runs: every rank's final parameter sums, which must agree
 STOP_CHECK_EVERY = 10  # distributed: agree on a stop request every N steps (an all-reduce, so not every step)
-# A resumed run may differ from the run that wrote the checkpoint in these keys only. optim.lr is one: the paper
-# divided the learning rate by hand, which is `--resume --lr X` here.
-RESUMABLE_CHANGES = {"optim.lr", "train.epochs", "train.device", "train.threads", "train.checkpoint_every_steps",
-                     "data.data_dir", "data.workers", "data.download"}
 
 
 @dataclass
@@ -53,36 +52,23 @@ class Progress:
     history: list = field(default_factory=list)  # one metrics record per finished epoch
 
 
-def _cpu_has_bf16() -> bool:
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((probe and probe()) or (amx and amx()))
-
-
-def step_seed(seed: int, rank: int, step: int, stream: int) -> int:
-    return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + stream) % (2**63)
-
-
 class Trainer:
+    """One run's training state on one rank. Public, for the benchmarks and the Python API: `cfg`, `device`,
+    `precision` (`alexnet.runtime.precision.Precision`), `data` (`RunData`), `model` (the plain module),
+    `net` (what trains: DDP- and compile-wrapped as configured), `eval_net`, `optimizer`, `progress`, and the
+    methods `train_step(batch)`, `eval_logits(images)`, `check_weights()`, `fit()`, `state_dict()` and
+    `load_state_dict()`. Process-wide torch settings are the caller's (`alexnet.runtime.settings`)."""
+
     def __init__(self, cfg: Config, out: Path, env: DistEnv, device: torch.device, *, quiet: bool = False,
                  stats: Stats | None = None):
         self.cfg, self.out, self.env, self.device = cfg, Path(out), env, device
         self.quiet = quiet or not env.is_main
         t = cfg.train
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        torch.backends.cudnn.benchmark = not t.deterministic  # fixed shapes: let cuDNN pick the fastest kernels
-        if device.type == "cuda":  # cuDNN already runs fp32 convolutions in TF32; let the FC matmuls do the same
-            torch.set_float32_matmul_precision("high")
-        if t.precision == "bf16" and device.type == "cpu" and not _cpu_has_bf16():
-            warnings.warn("bf16 on a CPU without native bf16 (AVX512-BF16 / AMX) is much slower than fp32; "
-                          "consider --set train.precision=fp32", stacklevel=2)
-        torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
+        self.precision = resolve_precision(t.precision, device, t.channels_last)
         torch.manual_seed(t.seed)
         self.data: RunData = prepare_data(cfg, env, device, stats)  # a resumed run keeps its statistics
-        self.model = build_model(cfg, num_classes=len(self.data.classes)).to(device)
-        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+        model = build_model(cfg, num_classes=len(self.data.classes))
+        self.model = model.to(device, memory_format=self.precision.memory_format)
         net = self.model
         if env.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
@@ -91,8 +77,7 @@ class Trainer:
         self.eval_net = torch.compile(self.model) if t.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim, device)
         self.schedule = LRSchedule(cfg.optim, len(self.data.train), t.epochs)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-        self.autocast_dtype = torch.float16 if t.precision == "fp16" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
         self.aug_generator = torch.Generator(device=device)
         self.progress = Progress()
         self.guard = DivergenceGuard(self.schedule.lr)
@@ -191,12 +176,13 @@ class Trainer:
     def train_step(self, batch) -> torch.Tensor:
         """One optimizer step; returns (summed loss, correct predictions) of this rank's share, on the device."""
         cfg, step = self.cfg, self.progress.global_step
-        torch.manual_seed(step_seed(cfg.train.seed, self.env.rank, step, 0))          # dropout
-        self.aug_generator.manual_seed(step_seed(cfg.train.seed, self.env.rank, step, 1))  # augmentation
+        seed, rank = cfg.train.seed, self.env.rank
+        torch.manual_seed(derived_seed(seed, rank=rank, step=step, stream=0))               # dropout
+        self.aug_generator.manual_seed(derived_seed(seed, rank=rank, step=step, stream=1))  # augmentation
         self.schedule.apply(self.optimizer, step)
-        x = self.data.train_pipeline(batch.images, self.aug_generator).contiguous(memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=cfg.train.precision != "fp32"):
-            logits = self.net(x)
+        x = self.data.train_pipeline(batch.images, self.aug_generator)
+        with self.precision.autocast(self.device):
+            logits = self.net(x.contiguous(memory_format=self.precision.memory_format))
         loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum",
                                    label_smoothing=cfg.optim.label_smoothing)
         # DDP averages gradients over ranks: scale so that the average is d(global mean loss).
@@ -211,6 +197,13 @@ class Trainer:
         self.guard.push(step, loss_sum)
         correct = (logits.detach().argmax(1) == batch.labels).sum()
         return torch.stack([loss_sum.detach().double(), correct.double()])
+
+    @torch.no_grad()
+    def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of a uint8 batch as evaluation computes them: eval pipeline, memory format, autocast."""
+        x = self.data.eval_pipeline(images).contiguous(memory_format=self.precision.memory_format)
+        with self.precision.autocast(self.device):
+            return self.eval_net(x)
 
     def _maybe_stop(self) -> None:
         p = self.progress
@@ -232,8 +225,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         totals = self._epoch_totals()
         result = evaluate(self.eval_net, self.data.test, self.data.eval_pipeline,
-                          num_classes=len(self.data.classes), precision=cfg.train.precision,
-                          channels_last=cfg.train.channels_last)
+                          num_classes=len(self.data.classes), precision=self.precision)
         lr = self.schedule.lr(max(p.global_step - 1, 0))
         record = {"epoch": epoch + 1, "train_loss": totals["loss"] / max(totals["seen"], 1),
                   "train_acc": totals["correct"] / max(totals["seen"], 1), "test_acc": result.top1,
@@ -257,17 +249,6 @@ class Trainer:
             print(format_record(record, cfg.train.epochs), flush=True)
 
 
-def best_state(state: dict, record: dict) -> dict:
-    """What eval / predict / export need: weights, config, classes, normalisation statistics."""
-    keep = ("format", "model", "config", "classes", "stats")
-    return {**{k: state[k] for k in keep}, "metrics": record}
-
-
-def write_metrics(path: Path, history: list[dict]) -> None:
-    """Rewritten whole (atomically) from the checkpoint's history, so it always agrees with the checkpoint."""
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in history))
-
-
 def format_record(r: dict, epochs: int) -> str:
     return (f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  loss {r['train_loss']:.3f}  "
             f"train acc {r['train_acc']:.3f}  test acc {r['test_acc']:.3f}  top-5 {r['test_top5']:.3f}  "
@@ -278,7 +259,7 @@ def train(cfg: Config, out: Path, *, resume: bool = False, quiet: bool = False) 
     """Train `cfg` into the run folder `out`; with `resume`, continue from `out/checkpoint.pt` if there is one."""
     validate(cfg)
     out, env = Path(out), DistEnv.from_environ()
-    device = distributed.pick_device(cfg.train.device, env)
+    device = pick_device(cfg.train.device, env)
     state = None
     if resume and (out / CHECKPOINT).exists():
         state = load_checkpoint(out / CHECKPOINT)
@@ -290,30 +271,24 @@ def train(cfg: Config, out: Path, *, resume: bool = False, quiet: bool = False) 
         save_config(cfg, out / CONFIG)
     distributed.init(env, device)
     try:
-        stats = Stats.from_dict(state["stats"]) if state is not None else None
-        trainer = Trainer(cfg, out, env, device, quiet=quiet, stats=stats)
-        if state is not None:
-            trainer.load_state_dict(state)
-            p = trainer.progress
-            if env.is_main:
-                write_metrics(out / METRICS, p.history)  # drops a record of an epoch that the kill undid
-                print(f"resuming {out} at epoch {p.epoch + 1}, step {p.global_step}", flush=True)
-        history = trainer.fit()
-        if env.is_main:
-            from alexnet.report.run_report import write_run_report
-            write_run_report(out, cfg, history, trainer.data.classes)
-        return history
+        with torch_settings(device, threads=cfg.train.threads, deterministic=cfg.train.deterministic):
+            return _fit(cfg, out, env, device, state, quiet)
     finally:
         distributed.shutdown()
 
 
-def check_resumable(saved: dict, cfg: Config) -> None:
-    """A checkpoint continues only the run that wrote it: same config but for RESUMABLE_CHANGES."""
-    now = cfg.to_dict()
-    for section in ("model", "data", "optim", "train"):
-        keys = set(saved.get(section, {})) | set(now.get(section, {}))
-        for key in sorted(keys):
-            old, new = saved.get(section, {}).get(key), now.get(section, {}).get(key)
-            if f"{section}.{key}" not in RESUMABLE_CHANGES and old != new:
-                raise AlexNetError(f"cannot resume: {section}.{key} is {new!r} but the run was started with "
-                                   f"{old!r}; use the run's own config or another --out")
+def _fit(cfg: Config, out: Path, env: DistEnv, device: torch.device, state: dict | None,
+         quiet: bool) -> list[dict]:
+    """The run itself, once the process is set up: a resumed run keeps its statistics and state."""
+    stats = Stats.from_dict(state["stats"]) if state is not None else None
+    trainer = Trainer(cfg, out, env, device, quiet=quiet, stats=stats)
+    if state is not None:
+        trainer.load_state_dict(state)
+        p = trainer.progress
+        if env.is_main:
+            write_metrics(out / METRICS, p.history)  # drops a record of an epoch that the kill undid
+            print(f"resuming {out} at epoch {p.epoch + 1}, step {p.global_step}", flush=True)
+    history = trainer.fit()
+    if env.is_main:
+        write_run_report(out, cfg, history, trainer.data.classes)
+    return history

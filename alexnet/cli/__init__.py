@@ -1,0 +1,52 @@
+"""Command line: parse arguments, build a config, call the library. No logic of its own; one module per
+command group (`summary`, `train`, `evaluate`: eval / predict / export, `data`: augment, `bench`,
+`experiments`: experiment / visualize).
+
+Every user error (`AlexNetError`, bad arguments) is one line on stderr and exit code 2. Imports any layer of the
+package below it.
+"""
+
+import argparse
+import sys
+
+from alexnet.base.errors import AlexNetError
+from alexnet.cli import bench, data, evaluate, experiments, summary, train
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2, as argparse)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="alexnet", description="AlexNet (Krizhevsky et al. 2012) and d2l 7.1: models, training, "
+                     "evaluation, benchmarks and experiments.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    summary.add_parser(sub)
+    train.add_parser(sub)
+    evaluate.add_parsers(sub)
+    data.add_parsers(sub)
+    bench.add_parser(sub)
+    experiments.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AlexNetError as error:
+        print(f"alexnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"alexnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        # Under torchrun a rank whose peer died sees a backend error: one line, and torchrun restarts the job.
+        if type(error).__name__ != "DistBackendError":
+            raise
+        print(f"alexnet {args.command}: error: lost a peer rank ({str(error).splitlines()[0]})", file=sys.stderr)
+        return 1

@@ -1,0 +1,82 @@
+"""`alexnet eval`, `alexnet predict` and `alexnet export`: what can be done with a run's checkpoint."""
+
+import json
+from pathlib import Path
+
+from alexnet.base.errors import AlexNetError
+from alexnet.cli.args import positive_int
+from alexnet.eval.checkpoint import evaluate_checkpoint, predict
+from alexnet.export import FORMATS, export
+from alexnet.report.plots import plot_confusion
+from alexnet.run.trained import load_trained
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--ten-crop", action="store_true", help="average the softmax of the paper's ten views")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval batch size, "
+                   "a tenth of it with --ten-crop)")
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, help="folder for confusion.png (default: the checkpoint's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes of image files")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="weights as ONNX (checked with onnxruntime) or safetensors")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_eval(args) -> int:
+    if args.batch_size is not None and args.batch_size < 1:
+        raise AlexNetError(f"--batch-size must be >= 1, got {args.batch_size}")
+    result, trained = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, ten_crops=args.ten_crop,
+                                          batch_size=args.batch_size, device=args.device)
+    out = args.out or Path(args.checkpoint).parent
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(result.confusion, trained.classes, out / "confusion.png")
+    if args.json:
+        print(json.dumps({**result.to_dict(), "classes": trained.classes, "ten_crop": args.ten_crop}))
+        return 0
+    view = "10-crop" if args.ten_crop else "centre"
+    print(f"{args.checkpoint}: {result.count} test images ({view})\n"
+          f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}\nper class:")
+    width = max(map(len, trained.classes))
+    for name, acc in zip(trained.classes, result.per_class):
+        print(f"  {name:<{width}}  " + ("no test images" if acc is None else f"{acc:.4f}"))
+    print("confusion matrix (rows: true, columns: predicted):")
+    for name, row in zip(trained.classes, result.confusion):
+        print(f"  {name:<{width}}  " + " ".join(f"{v:5d}" for v in row))
+    print(f"confusion plot: {out / 'confusion.png'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    trained = load_trained(args.checkpoint, args.device)
+    results = predict(trained, args.images, topk=args.topk)
+    if args.json:
+        print(json.dumps([{"image": str(p), "top": [{"class": c, "prob": v} for c, v in r]}
+                          for p, r in zip(args.images, results)]))
+        return 0
+    for path, top in zip(args.images, results):
+        print(f"{path}: " + ", ".join(f"{c} {v:.3f}" for c, v in top))
+    return 0
+
+
+def cmd_export(args) -> int:
+    info = export(args.checkpoint, args.out, args.format)
+    extra = (f" (onnxruntime agrees with PyTorch to {info['onnxruntime_max_abs_diff']:.2g})"
+             if "onnxruntime_max_abs_diff" in info else "")
+    print(f"wrote {info['path']}{extra}")
+    return 0

@@ -1,0 +1,50 @@
+"""`alexnet train`: a preset (or a run folder's own config) plus overrides -> `alexnet.training.train`."""
+
+import os
+import sys
+from pathlib import Path
+
+from alexnet.cli.args import parse_option
+from alexnet.config import list_presets, resolve
+from alexnet.training.guards import Interrupted
+from alexnet.training.trainer import train
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a preset into a run folder (metrics, checkpoints, curves, report)")
+    p.add_argument("--preset", help=f"named recipe: {', '.join(list_presets())}")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int, help="global batch size (split across torchrun ranks)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.schedule=cosine --set model.dropout=0.3")
+    p.add_argument("--data-dir", help="where the dataset files are")
+    p.add_argument("--download", action="store_true", help="download the dataset if it is not found")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    overrides = dict(args.set)
+    for key, value in (("train.epochs", args.epochs), ("optim.lr", args.lr), ("train.batch_size", args.batch_size),
+                       ("train.seed", args.seed), ("data.data_dir", args.data_dir), ("train.device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    if args.download:
+        overrides["data.download"] = True
+    cfg = resolve(args.preset, overrides, args.out, args.resume)
+    try:
+        history = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
+    except Interrupted as stop:
+        print(f"alexnet train: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    if history and not args.quiet and int(os.environ.get("RANK", 0)) == 0:
+        last = history[-1]
+        print(f"done: test acc {last['test_acc']:.4f} after {last['epoch']} epochs, {last['wall_s']:.1f} s\n"
+              f"  curves  {args.out}/curves.png\n  metrics {args.out}/metrics.jsonl\n"
+              f"  report  {args.out}/report.md\n  weights {args.out}/best.pt, {args.out}/checkpoint.pt")
+    return 0

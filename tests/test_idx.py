@@ -1,0 +1,129 @@
+"""Fashion-MNIST's IDX files (alexnet.data.idx) and where load_dataset finds them (alexnet.data.datasets)."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.base.errors import AlexNetError, one_line
+from alexnet.data import datasets as datasets_mod
+from alexnet.data import idx as idx_mod
+from alexnet.data.datasets import Dataset, load_dataset
+from helpers import one_line_error, write_fmnist, write_idx
+
+
+def test_one_line_collapses_whitespace_or_names_the_type():
+    assert one_line(OSError("bad\n  header\tat byte 4 ")) == "bad header at byte 4"
+    assert one_line(EOFError()) == "EOFError"
+
+
+
+def test_real_fashion_mnist(fmnist_dir):
+    train = load_dataset("fashion-mnist", "train", fmnist_dir)
+    assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert train.images.is_contiguous() and train.labels.dtype == torch.int64
+    assert torch.equal(torch.bincount(train.labels), torch.full((10,), 6000))
+    assert train.labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]  # the published first labels
+    test = load_dataset("fashion-mnist", "test", fmnist_dir)
+    assert test.images.shape == (10000, 1, 28, 28)
+    assert torch.equal(torch.bincount(test.labels), torch.full((10,), 1000))
+    assert test.labels[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+    assert train.classes[0] == "T-shirt/top" and train.classes[9] == "Ankle boot" and len(train.classes) == 10
+    assert (train.name, train.split, test.split) == ("fashion-mnist", "train", "test")
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_idx_tiny_roundtrip(tmp_path, gz, split):
+    images, labels = write_fmnist(tmp_path, split, n=5, gz=gz, label_offset=7)
+    ds = load_dataset("fashion-mnist", split, tmp_path)
+    assert isinstance(ds, Dataset) and len(ds) == 5
+    assert ds.images.shape == (5, 1, 28, 28) and ds.images.dtype == torch.uint8
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images))
+    assert ds.images[2, 0, 3, 4].item() == 202 and ds.images[2, 0, 0, 0].item() == 2
+    assert ds.labels.tolist() == [7, 8, 9, 0, 1] and ds.labels.dtype == torch.int64
+    assert ds.classes[7] == "Sneaker"
+
+
+def _corrupt(tmp_path, problem):
+    """Write a valid tiny train split, then break it one way; return the file that should be named."""
+    write_fmnist(tmp_path, n=4)
+    img, lbl = tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-labels-idx1-ubyte.gz"
+    if problem == "bad-gzip":
+        img.write_bytes(b"this is not gzip data at all")
+    elif problem == "cut-gzip":
+        img.write_bytes(img.read_bytes()[:40])
+    elif problem == "truncated":
+        write_idx(img, 0x803, (4, 28, 28), bytes(4 * 28 * 28 - 1))
+    elif problem == "trailing":
+        write_idx(img, 0x803, (4, 28, 28), bytes(4 * 28 * 28 + 3))
+    elif problem == "magic":
+        write_idx(img, 0x801, (4, 28, 28), bytes(4 * 28 * 28))
+    elif problem == "dims":
+        write_idx(img, 0x803, (4, 32, 32), bytes(4 * 32 * 32))
+    elif problem == "label-range":
+        write_idx(lbl, 0x801, (4,), bytes([0, 1, 10, 2]))
+        return lbl
+    elif problem == "count":
+        write_idx(lbl, 0x801, (3,), bytes(3))
+        return lbl
+    return img
+
+
+@pytest.mark.parametrize("problem, words", [
+    ("bad-gzip", "cannot read"), ("cut-gzip", "cannot read"), ("truncated", "truncated"),
+    ("trailing", "trailing"), ("magic", "magic"), ("dims", "4x32x32"), ("label-range", "label 10"),
+    ("count", "4 images but"),
+])
+def test_idx_corrupt_files_are_one_line_errors(tmp_path, problem, words):
+    bad = _corrupt(tmp_path, problem)
+    with pytest.raises(AlexNetError) as excinfo:
+        load_dataset("fashion-mnist", "train", tmp_path)
+    one_line_error(excinfo, bad.name, words)
+
+
+def test_fashion_mnist_search_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets_mod, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    explicit, env, cache = tmp_path / "explicit", tmp_path / "env", Path(os.environ["ALEXNET_CACHE"])
+    write_fmnist(tmp_path / "debian", n=2)  # the last resort
+    assert len(load_dataset("fashion-mnist", "train")) == 2
+    write_fmnist(cache / "fashion-mnist", n=3)
+    assert len(load_dataset("fashion-mnist", "train")) == 3
+    write_fmnist(env / "fashion-mnist", n=4)  # $ALEXNET_DATA with our subfolder
+    monkeypatch.setenv("ALEXNET_DATA", str(env))
+    assert len(load_dataset("fashion-mnist", "train")) == 4
+    write_fmnist(explicit / "FashionMNIST" / "raw", n=5, gz=False)  # torchvision's layout
+    assert len(load_dataset("fashion-mnist", "train", explicit)) == 5
+    assert len(load_dataset("fashion-mnist", "train", tmp_path / "empty")) == 4  # a miss falls through
+
+
+def test_fashion_mnist_not_found_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets_mod, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    with pytest.raises(AlexNetError) as excinfo:
+        load_dataset("fashion-mnist", "train", tmp_path)
+    one_line_error(excinfo, "--download", "dataset-fashion-mnist", "--data-dir", tmp_path)
+
+
+def test_fashion_mnist_download_into_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets_mod, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    mirror = tmp_path / "mirror"
+    write_fmnist(mirror, "test", n=4)
+    md5s = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in mirror.iterdir()}
+    monkeypatch.setattr(idx_mod, "FASHION_MNIST_MIRRORS", [mirror.as_uri() + "/"])
+    monkeypatch.setattr(idx_mod, "FASHION_MNIST_MD5", md5s)
+    ds = load_dataset("fashion-mnist", "test", download=True)
+    assert len(ds) == 4 and ds.labels.tolist() == [0, 1, 2, 3]
+    cached = Path(os.environ["ALEXNET_CACHE"]) / "fashion-mnist"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(md5s)
+
+
+@pytest.mark.parametrize("name, split, choices", [("imagenet", "train", "fashion-mnist, cifar10, folder"),
+                                                  ("cifar10", "val", "train, test")])
+def test_unknown_name_or_split(name, split, choices):
+    with pytest.raises(AlexNetError) as excinfo:
+        load_dataset(name, split)
+    one_line_error(excinfo, repr(name if name == "imagenet" else split), choices)
+
+
