@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv if missing, install, train the `quick` preset (the main job)
-#   make test   create .venv if missing, install, run the test suite (offline, ~minutes on 2 CPU cores)
+#   make test   create .venv if missing, install, lint (ruff + mypy), run the test suite (offline, minutes on 2 cores)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 RUN    ?= runs/quick-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test test-slow test-all data bench clean
+N      ?= 5
+
+.PHONY: demo test lint test-slow test-all test-repeat data bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +30,11 @@ data:
 demo: $(STAMP) data
 	$(BIN)/alexnet train --preset quick --out $(RUN)
 
-test: $(STAMP) data
+lint: $(STAMP)
+	$(BIN)/ruff check alexnet tests benchmarks
+	$(BIN)/mypy
+
+test: lint data
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP) data
@@ -37,8 +43,13 @@ test-slow: $(STAMP) data
 test-all: $(STAMP) data
 	$(BIN)/python -m pytest -q -m ''
 
+# The timing-sensitive tests (torchrun ranks, signals, kills, resumes) N times in a row; stops at the first failure.
+test-repeat: $(STAMP) data
+	@for i in $$(seq $(N)); do echo "== round $$i of $(N)"; \
+	  $(BIN)/python -m pytest -q -m 'distributed or timing' -p no:cacheprovider || exit 1; done
+
 bench: $(STAMP) data
 	$(BIN)/alexnet bench --model d2l --batch-size 32 --steps 5 --warmup 2 --baseline
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

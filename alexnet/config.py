@@ -16,7 +16,7 @@ import yaml
 
 from alexnet.base.errors import AlexNetError, one_line
 from alexnet.base.files import atomic_write
-from alexnet.models import create_model, model_options
+from alexnet.models import create_model, min_input_size, model_options
 from alexnet.runtime.device import DEVICE_PATTERN
 from alexnet.runtime.precision import PRECISIONS
 
@@ -24,6 +24,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 DATASETS = ("fashion-mnist", "cifar10", "folder")
 CHANNELS = {"fashion-mnist": 1, "cifar10": 3, "folder": 3}  # input channels of each dataset's images
 SCHEDULES = ("constant", "step", "plateau", "cosine", "onecycle")
+NORMALIZATIONS = ("standardize", "mean_image")
 
 
 @dataclass
@@ -38,6 +39,8 @@ class DataConfig:
     data_dir: str | None = None      # None: $ALEXNET_DATA, the user cache, Debian's dataset package
     download: bool = False           # fetch (checksummed) when not found
     input_size: int = 28             # side of the square image the model sees, px
+    normalize: str = "standardize"   # standardize: (x - mean) / std per channel | mean_image: the paper's raw
+                                     # 0-255 pixels minus the training set's mean image (section 2)
     train_augment: list[dict] = field(default_factory=list)  # on-device ops in order, see alexnet.data.augment
     eval_augment: list[dict] = field(default_factory=list)   # deterministic ops for evaluation (e.g. center_crop)
     image_size: int = 256            # folder datasets: decoded to image_size x image_size (the paper: 256)
@@ -45,6 +48,8 @@ class DataConfig:
     skip_bad_files: bool = False     # folder datasets: skip undecodable files with a warning instead of failing
     train_subset: int = 0            # use only the first N training images (0 = all): quick tests, small budgets
     test_subset: int = 0             # likewise for the test set
+    val_size: int = 5000             # training images held out for validation (best.pt, plateau; at most a tenth;
+                                     # 0: none). An image folder with val/ and test/ validates on val/.
 
 
 @dataclass
@@ -77,6 +82,10 @@ class TrainConfig:
     threads: int = 0                 # CPU intra-op threads; 0 = torch's default (one per core)
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
     drop_last: bool = True           # drop the last incomplete training batch of each epoch
+    log_every_steps: int = 50        # steps.jsonl, TensorBoard and (off a terminal) a progress line every N steps
+    estimate_steps: int = 3          # timed warm-up steps for the start-up estimate, then undone (0 = none)
+    tensorboard: bool = False        # also write TensorBoard event files to OUT/tensorboard (needs tensorboard)
+    init_from: str | None = None     # start from these weights: a run's checkpoint or a torchvision state_dict
 
 
 @dataclass
@@ -100,6 +109,7 @@ class Config:
         for section in ("model", "data", "optim", "train"):
             if not isinstance(d.get(section) or {}, dict):
                 raise AlexNetError(f"config section {section} must be a mapping, got {d[section]!r:.60}")
+        d.pop("runtime", None)  # a run's record of what it resolved, not configuration
         unknown = set(d) - {"preset", "model", "data", "optim", "train"}
         if unknown:
             raise AlexNetError(f"unknown config section {', '.join(sorted(unknown))}; "
@@ -121,9 +131,19 @@ def load_preset(name: str) -> Config:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.exists():
         raise AlexNetError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise AlexNetError(f"{path}: a preset is a mapping of sections (model, data, optim, train)")
     data["preset"] = name
     return Config.from_dict(data)
+
+
+def read_yaml(path: Path):
+    """A YAML file through the safe loader (no Python tags); a parse error is one line naming the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise AlexNetError(f"{path}: not a readable YAML file ({one_line(e)[:200]})") from None
 
 
 def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
@@ -186,7 +206,7 @@ def _coerce(key: str, value: Any, annotation, current: Any) -> Any:
     raise AlexNetError(f"{key} must be {expected}, got {value!r}")
 
 
-def check(cfg: Config) -> Config:
+def check(cfg: Config, model_given: bool = False) -> Config:
     """Every check of the config itself and of its model (the data section's augmentations and files are checked
     by `alexnet.data.run.check_data`); each failure is one line."""
     d, o, t = cfg.data, cfg.optim, cfg.train
@@ -196,6 +216,9 @@ def check(cfg: Config) -> Config:
         (d.image_size >= 1, f"data.image_size must be >= 1, got {d.image_size}"),
         (d.workers >= 0, f"data.workers must be >= 0, got {d.workers}"),
         (d.train_subset >= 0 and d.test_subset >= 0, "data.train_subset / test_subset must be >= 0"),
+        (d.val_size >= 0, f"data.val_size must be >= 0, got {d.val_size}"),
+        (d.normalize in NORMALIZATIONS, f"data.normalize must be one of {', '.join(NORMALIZATIONS)}, got "
+                                        f"{d.normalize!r}"),
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
         (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
         (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
@@ -214,6 +237,9 @@ def check(cfg: Config) -> Config:
         (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),
         (t.threads >= 0, f"train.threads must be >= 0, got {t.threads}"),
         (t.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0"),
+        (t.log_every_steps >= 0 and t.estimate_steps >= 0, "train.log_every_steps / estimate_steps must be >= 0"),
+        (t.init_from is None or Path(t.init_from).expanduser().is_file(),
+         f"train.init_from: no such file {t.init_from}"),
         (re.fullmatch(DEVICE_PATTERN, t.device) is not None,
          f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
     ]
@@ -223,7 +249,16 @@ def check(cfg: Config) -> Config:
     for reserved in ("input_size", "in_channels"):
         if reserved in cfg.model.options:
             raise AlexNetError(f"model.{reserved} follows the data section (data.input_size, data.dataset)")
-    build_model(cfg, _probe=True)  # unknown model, option or a too-small input fail here
+    if model_given:  # `alexnet.fit` brings its own module: nothing of the registry to check
+        return cfg
+    try:
+        build_model(cfg, _probe=True)  # unknown model, option or a too-small input fail here
+    except AlexNetError as error:
+        if "too small" not in str(error):
+            raise
+        smallest = min_input_size(cfg.model.name, in_channels=dataset_channels(cfg), **cfg.model.options)
+        raise AlexNetError(f"data.input_size {cfg.data.input_size} is too small for {cfg.model.name} (the smallest "
+                           f"input it takes is {smallest} px): {error}") from None
     return cfg
 
 
@@ -244,8 +279,11 @@ def build_model(cfg: Config, num_classes: int | None = None, _probe: bool = Fals
     return create_model(cfg.model.name, **options)
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def save_config(cfg: Config, path: Path, runtime: dict | None = None) -> None:
+    """The resolved config as YAML; `runtime` (what the run resolved: device, precision and why, the files
+    read) goes in a `runtime` section that loading ignores and resuming never compares."""
+    data = cfg.to_dict() | ({"runtime": runtime} if runtime else {})
+    atomic_write(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def resolve(preset: str | None, overrides: dict[str, Any], out: Path | None = None,
@@ -261,10 +299,7 @@ def resolve(preset: str | None, overrides: dict[str, Any], out: Path | None = No
 
 
 def load_config(path: Path) -> Config:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise AlexNetError(f"{path}: not a readable YAML config ({one_line(e)})") from None
+    data = read_yaml(path)
     try:
         return Config.from_dict(data)
     except AlexNetError as e:

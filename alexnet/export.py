@@ -1,6 +1,8 @@
 """`alexnet export`: a run's weights as ONNX (checked against onnxruntime before it is reported written) or
 safetensors (tensors only; the config, classes and normalisation statistics go in the metadata). The exported
-network takes normalised input: (image / 255 - mean) / std, the statistics being written beside the weights."""
+network takes normalised input, as the run's `data.normalize` says: (image / 255 - mean) / std with the
+statistics written beside the weights (`standardize`), or the raw 0-255 image minus the run's mean image, which
+safetensors files carry as the tensor `mean_image` (`mean_image`)."""
 
 import json
 from pathlib import Path
@@ -8,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.base.files import atomic_path
 from alexnet.base.errors import AlexNetError
+from alexnet.base.files import atomic_path, output_file
 from alexnet.run.trained import Trained, load_trained
 
 FORMATS = ("onnx", "safetensors")
@@ -18,9 +20,8 @@ FORMATS = ("onnx", "safetensors")
 def export(checkpoint: Path, out: Path, fmt: str) -> dict:
     if fmt not in FORMATS:
         raise AlexNetError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = output_file(out)
     trained = load_trained(checkpoint, device="cpu")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         info = (_onnx if fmt == "onnx" else _safetensors)(trained, tmp)
     return {"path": str(out), "format": fmt, **info}
@@ -28,6 +29,7 @@ def export(checkpoint: Path, out: Path, fmt: str) -> dict:
 
 def _metadata(trained: Trained) -> dict[str, str]:
     return {"config": json.dumps(trained.cfg.to_dict()), "classes": json.dumps(trained.classes),
+            "normalize": trained.cfg.data.normalize,
             "mean": json.dumps(list(trained.stats.mean)), "std": json.dumps(list(trained.stats.std))}
 
 
@@ -38,6 +40,8 @@ def _safetensors(trained: Trained, path: Path) -> dict:
         raise AlexNetError("safetensors export needs safetensors: pip install 'alexnet[export]'") from None
 
     state = {k: v.contiguous() for k, v in trained.model.state_dict().items()}
+    if trained.cfg.data.normalize == "mean_image" and trained.stats.mean_image is not None:
+        state["mean_image"] = trained.stats.mean_image.contiguous()
     save_file(state, str(path), metadata=_metadata(trained))
     return {"tensors": len(state)}
 

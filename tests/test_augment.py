@@ -2,7 +2,7 @@
 the augmentation grid (alexnet.report.grid): each op against torchvision or its definition, per-sample draws,
 seeding, validation errors."""
 
-import json
+import io
 
 import matplotlib.image
 import pytest
@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
+from alexnet.base.errors import AlexNetError
 from alexnet.data import augment as A
 from alexnet.data.pipeline import Stats, build_pipeline, compute_stats, list_ops
-from alexnet.base.errors import AlexNetError
 from alexnet.report.grid import augment_grid
 
 
@@ -46,7 +46,7 @@ def test_hflip_is_seeded_and_respects_p():
     assert not torch.equal(A.hflip(x, 0.5, gen(3)), A.hflip(x, 0.5, gen(4)))
     assert torch.equal(A.hflip(x, 0.0, gen()), x)
     assert torch.equal(A.hflip(x, 1.0, gen()), x.flip(-1))
-    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(A.hflip(x, 0.5, gen()), x)]
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(A.hflip(x, 0.5, gen()), x, strict=True)]
     assert 16 < sum(flipped) < 48  # Binomial(64, 0.5): about 32
 
 
@@ -333,7 +333,13 @@ def test_compute_stats_equal_torch():
     torch.testing.assert_close(vec.T @ vec, torch.eye(3, dtype=torch.float64))  # orthonormal columns
     assert val[0] >= val[1] >= val[2] >= 0  # descending
     torch.testing.assert_close(vec @ torch.diag(val) @ vec.T, torch.cov(pixels))  # it is the covariance's PCA
-    assert Stats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+    # the paper's mean image: the per-pixel mean over the training images, 0-255 scale
+    torch.testing.assert_close(stats.mean_image, images.double().mean(0).float())
+    buffer = io.BytesIO()  # what a checkpoint holds, loaded as checkpoints are (weights_only)
+    torch.save(stats.to_dict(), buffer)
+    buffer.seek(0)
+    back = Stats.from_dict(torch.load(buffer, weights_only=True))
+    assert back == stats and torch.equal(back.mean_image, stats.mean_image)
 
 
 def test_compute_stats_grey_and_subset():

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_line_error
 
 from alexnet.base.errors import AlexNetError
 from alexnet.data import cifar as cifar_mod
 from alexnet.data.cifar import RestrictedUnpickler
 from alexnet.data.datasets import load_dataset
-from helpers import one_line_error
-
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

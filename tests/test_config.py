@@ -4,8 +4,17 @@ import pytest
 import yaml
 
 from alexnet.base.errors import AlexNetError
-from alexnet.config import (Config, apply_overrides, build_model, check, list_presets, load_config, load_preset,
-                            resolve, save_config)
+from alexnet.config import (
+    Config,
+    apply_overrides,
+    build_model,
+    check,
+    list_presets,
+    load_config,
+    load_preset,
+    resolve,
+    save_config,
+)
 from alexnet.data.run import validate
 
 
@@ -72,7 +81,7 @@ def test_validate_adds_the_data_section():
 
 
 def test_every_preset_loads_and_checks():
-    assert list_presets() == ["cifar10", "d2l", "d2l-fast", "paper", "quick"]
+    assert list_presets() == ["cifar10", "d2l", "d2l-fast", "fast", "paper", "quick"]
     for name in list_presets():
         cfg = validate(load_preset(name))
         assert cfg.preset == name and cfg.train.precision == "auto"

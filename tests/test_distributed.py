@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-
+import yaml
 from synthetic import write_fashion_mnist
 
 pytestmark = pytest.mark.distributed
@@ -47,7 +47,7 @@ def launch(out, data_dir, *extra, nproc=2, env_extra=None, max_restarts=0, check
         raise
     proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert proc.returncode == 0 or not check, \
-        "\n".join(l for l in proc.stderr.splitlines() if not l.startswith("[W"))[:4000]
+        "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("[W"))[:4000]
     return proc
 
 
@@ -69,18 +69,21 @@ def test_two_ranks_equal_one_process(tmp_path, data_dir):
     for key, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5)
     assert [m["test_count"] for m in ddp_metrics] == [199, 199]
-    for a, b in zip(ddp_metrics, single_metrics):
+    for a, b in zip(ddp_metrics, single_metrics, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1 / 199 + 1e-9)
-    assert ddp["progress"]["global_step"] == single["progress"]["global_step"] == 2 * 512 // 32
+    # 512 training images, a tenth (51) held out for validation on every rank alike: 461, 14 batches of 32
+    assert ddp["progress"]["global_step"] == single["progress"]["global_step"] == 2 * (461 // 32)
+    assert [m["val_count"] for m in ddp_metrics] == [51, 51]
 
 
 def test_killed_rank_restarts_from_the_checkpoint(tmp_path, data_dir):
     common = ["--resume", "--set", "train.checkpoint_every_steps=3"]
     launch(tmp_path / "calm", data_dir, *common)
-    proc = launch(tmp_path / "killed", data_dir, *common, max_restarts=1,
-                  env_extra={"ALEXNET_FAULT": "step=20,signal=KILL,rank=1"})
-    assert "resuming" in proc.stdout + proc.stderr  # the restarted workers continued from step 18
+    launch(tmp_path / "killed", data_dir, *common, max_restarts=1,
+           env_extra={"ALEXNET_FAULT": "step=20,signal=KILL,rank=1"})
+    resumed = yaml.safe_load((tmp_path / "killed" / "config.yaml").read_text())["runtime"]["resumed_at_step"]
+    assert resumed == 18  # the restarted workers continued from the checkpoint of step 18, not from scratch
     calm, _ = final(tmp_path / "calm")
     killed, killed_metrics = final(tmp_path / "killed")
     assert [m["epoch"] for m in killed_metrics] == [1, 2]
@@ -111,7 +114,7 @@ def test_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, data_dir):
         for rank in ranks:
             if rank.poll() is None:
                 os.killpg(rank.pid, signal.SIGKILL)
-    for rank, (_, stderr) in zip(ranks, results):
+    for rank, (_, stderr) in zip(ranks, results, strict=True):
         assert rank.returncode == 2, stderr[-2000:]
         errors = [line for line in stderr.splitlines() if line.startswith("alexnet train: error:")]
         assert len(errors) == 1 and errors[0].startswith("alexnet train: error: loss is not finite at step 6 "), \
@@ -137,4 +140,5 @@ def test_image_folder_with_a_bad_file_on_two_ranks(tmp_path):
     launch(tmp_path / "ddp", root, *folder)
     state, metrics = final(tmp_path / "ddp")
     assert metrics[0]["test_count"] == 9 and state["classes"] == ["ant", "bee", "cat"]
-    assert state["progress"]["global_step"] == 24 // 8  # the broken file was dropped on both ranks
+    # the broken file was dropped on both ranks; a tenth of the 24 good ones (2) held out for validation
+    assert metrics[0]["val_count"] == 2 and state["progress"]["global_step"] == 22 // 8

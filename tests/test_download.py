@@ -8,11 +8,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error
 
 from alexnet.base.errors import AlexNetError
 from alexnet.data import download as download_mod
 from alexnet.data.download import download
-from helpers import one_line_error
 
 
 def test_download_good_and_bad_checksum(tmp_path):

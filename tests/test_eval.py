@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from synthetic import patterned, write_fashion_mnist
 
 from alexnet.config import apply_overrides, load_preset
+from alexnet.data.pipeline import Stats, build_pipeline
 from alexnet.run.trained import load_trained
-from alexnet.training.trainer import train
-from synthetic import patterned, write_fashion_mnist
+from alexnet.training.run import train
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +37,39 @@ def test_eval_json_and_confusion(run, cli):
     assert (run / "run" / "confusion.png").stat().st_size > 1000
 
 
-def test_ten_crop_eval_counts_each_image_once(run, cli):
-    code, out, _ = cli("eval", "--checkpoint", run / "run" / "best.pt", "--ten-crop", "--json")
-    assert code == 0
+def test_ten_crop_is_refused_for_a_net_trained_on_whole_images(run, cli):
+    code, out, err = cli("eval", "--checkpoint", run / "run" / "best.pt", "--ten-crop", "--json")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "trained on whole 28x28 images" in err
+
+
+def test_ten_crop_eval_of_a_net_trained_on_crops_counts_each_image_once(run, cli):
+    cfg = apply_overrides(load_preset("quick"), {
+        "data.data_dir": str(run / "data"), "model.width": 8, "model.hidden": 32, "train.batch_size": 32,
+        "train.epochs": 1, "data.input_size": 24, "data.train_augment": [{"op": "random_crop", "size": 24}],
+        "data.eval_augment": [{"op": "center_crop", "size": 24}]})
+    train(cfg, run / "crops", quiet=True)
+    code, out, err = cli("eval", "--checkpoint", run / "crops" / "best.pt", "--ten-crop", "--json")
+    assert code == 0, err
     result = json.loads(out)
     assert result["count"] == 200 and result["ten_crop"] is True
     assert np.array(result["confusion"]).sum() == 200
+
+
+def test_ten_views_are_the_papers_crops_of_the_full_image():
+    """Section 4.1: the four corner patches and the centre patch of the crop size, and their reflections."""
+    images = torch.arange(2 * 36, dtype=torch.uint8).view(2, 1, 6, 6)
+    stats = Stats(mean=(0.5,), std=(0.25,))
+    views = build_pipeline([], input_size=4, stats=stats).ten_views(images, 4)
+    x = (images.float() / 255 - 0.5) / 0.25
+
+    def five(v):  # top-left, top-right, bottom-left, bottom-right, centre (torchvision's order)
+        return [v[..., :4, :4], v[..., :4, 2:], v[..., 2:, :4], v[..., 2:, 2:], v[..., 1:5, 1:5]]
+    expected = torch.stack(five(x) + five(x.flip(-1)))
+    assert views.shape == (10, 2, 1, 4, 4)
+    torch.testing.assert_close(views, expected, rtol=0, atol=1e-6)
+    # resized to the input size when the crop differs from it, as the training pipeline does
+    assert build_pipeline([], input_size=8, stats=stats).ten_views(images, 4).shape == (10, 2, 1, 8, 8)
 
 
 def test_predict_top_k(run, cli, tmp_path):

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 import yaml
+from synthetic import write_fashion_mnist
 
 import alexnet
 from alexnet.base.errors import AlexNetError
 from alexnet.experiments import list_studies, run_study
-from synthetic import write_fashion_mnist
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,8 @@ def test_relu_vs_tanh(tmp_path, data_dir):
         assert errors[-1] < errors[0]  # both nets learn
         epochs, steps = arm["epochs_to_target"], arm["steps_to_target"]
         first = next(r for r in records if 1 - r["train_acc"] <= 0.5)  # the bars are easy: both reach 50%
-        assert (epochs, steps) == (first["epoch"], first["step"]) and steps == epochs * (512 // 64)
+        # 512 images, a tenth (51) held out for validation: 461 train, 7 full batches of 64 per epoch
+        assert (epochs, steps) == (first["epoch"], first["step"]) and steps == epochs * (461 // 64)
     relu, tanh = (summary["arms"][summary["fastest_arm"][a]]["steps_to_target"] for a in ("relu", "tanh"))
     assert summary["steps_ratio_tanh_over_relu"] == round(tanh / relu, 3)
     config = yaml.safe_load((out / "runs" / "tanh-lr0.01" / "config.yaml").read_text())
@@ -186,7 +187,8 @@ def test_batch_size_measures_memory_per_arm(tmp_path, data_dir):
     saved = check_files(run_study("batch-size", out, "tiny", "cpu", data_dir), out)
     rows = saved["summary"]["rows"]
     assert [r["batch_size"] for r in rows] == [16, 64]
-    assert [r["steps"] for r in rows] == [512 // 16, 512 // 64]  # one epoch, last partial batch dropped
+    # one epoch of the 461 images left after the validation hold-out, last partial batch dropped
+    assert [r["steps"] for r in rows] == [461 // 16, 461 // 64]
     for r in rows:
         assert "ru_maxrss" in r["memory_kind"] and 0 < r["peak_memory_mib"] < 4096
         assert r["images_per_sec"] > 0 and 0 <= r["test_acc"] <= 1

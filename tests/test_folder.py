@@ -5,13 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_line_error, write_fmnist
 from PIL import Image
 from torchvision.io import encode_jpeg, write_png
 
 from alexnet.base.errors import AlexNetError
 from alexnet.data.datasets import load_dataset
 from alexnet.data.folder import FolderDataset, decode_rgb
-from helpers import one_line_error, write_fmnist
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call; the readers still
 # use them (with Pillow as the fallback), so keep the test output readable.

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_line_error, write_fmnist, write_idx
 
 from alexnet.base.errors import AlexNetError, one_line
 from alexnet.data import datasets as datasets_mod
 from alexnet.data import idx as idx_mod
 from alexnet.data.datasets import Dataset, load_dataset
-from helpers import one_line_error, write_fmnist, write_idx
 
 
 def test_one_line_collapses_whitespace_or_names_the_type():
@@ -95,15 +95,30 @@ def test_fashion_mnist_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_DATA", str(env))
     assert len(load_dataset("fashion-mnist", "train")) == 4
     write_fmnist(explicit / "FashionMNIST" / "raw", n=5, gz=False)  # torchvision's layout
-    assert len(load_dataset("fashion-mnist", "train", explicit)) == 5
-    assert len(load_dataset("fashion-mnist", "train", tmp_path / "empty")) == 4  # a miss falls through
+    ds = load_dataset("fashion-mnist", "train", explicit)
+    assert len(ds) == 5 and ds.source == str(explicit / "FashionMNIST" / "raw")
+
+
+def test_an_explicit_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch):
+    write_fmnist(Path(os.environ["ALEXNET_CACHE"]) / "fashion-mnist", n=3)  # would be found without data_dir
+    assert len(load_dataset("fashion-mnist", "train")) == 3
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AlexNetError) as excinfo:  # a typo or an empty folder never falls through
+        load_dataset("fashion-mnist", "train", tmp_path / "empty")
+    one_line_error(excinfo, str(tmp_path / "empty"), "holds no Fashion-MNIST train files", "--download")
+    with pytest.raises(AlexNetError) as excinfo:
+        load_dataset("fashion-mnist", "train", tmp_path / "typo")
+    one_line_error(excinfo, f"data folder {tmp_path / 'typo'} does not exist")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AlexNetError, match="is a file"):
+        load_dataset("cifar10", "train", tmp_path / "file")
 
 
 def test_fashion_mnist_not_found_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets_mod, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
     with pytest.raises(AlexNetError) as excinfo:
-        load_dataset("fashion-mnist", "train", tmp_path)
-    one_line_error(excinfo, "--download", "dataset-fashion-mnist", "--data-dir", tmp_path)
+        load_dataset("fashion-mnist", "train")
+    one_line_error(excinfo, "--download", "dataset-fashion-mnist", "--data-dir")
 
 
 def test_fashion_mnist_download_into_cache(tmp_path, monkeypatch):

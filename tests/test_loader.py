@@ -5,9 +5,9 @@ import pytest
 import torch
 from torchvision.io import write_png
 
+from alexnet.base.errors import AlexNetError
 from alexnet.data.folder import FolderDataset
 from alexnet.data.loader import DeviceLoader, FolderLoader
-from alexnet.base.errors import AlexNetError
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")

@@ -52,3 +52,21 @@ def test_cli_errors_are_one_line(argv, message, cli):
     code, out, err = cli(*argv)
     assert code == 2 and out == ""
     assert message in err and err.count("\n") == 1
+
+
+def conv_flops(cin, cout, k, out, groups=1):
+    """2 x multiply-adds of a convolution producing out x out maps."""
+    return 2 * cout * (cin // groups) * k * k * out * out
+
+
+def test_two_column_training_flops_by_hand():
+    """The paper's two-GPU net: conv2, conv4 and conv5 see only their own column (groups=2). Training costs the
+    forward pass three times (input and weight gradients), except conv1, whose input needs no gradient."""
+    forward = [conv_flops(3, 96, 11, 55), conv_flops(96, 256, 5, 27, groups=2), conv_flops(256, 384, 3, 13),
+               conv_flops(384, 384, 3, 13, groups=2), conv_flops(384, 256, 3, 13, groups=2),
+               2 * 9216 * 4096, 2 * 4096 * 4096, 2 * 4096 * 1000]
+    s = summarize(alexnet.create_model("paper", two_column=True), (3, 227, 227))
+    assert s.total_flops == sum(forward) == 1_448_813_632
+    assert s.train_flops == 3 * sum(forward) - forward[0] == 4_135_610_496
+    one_column = summarize(alexnet.create_model("paper"), (3, 227, 227))
+    assert one_column.train_flops - s.train_flops == 3 * (forward[1] + forward[3] + forward[4])  # the halved convs

@@ -6,12 +6,12 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-
-from alexnet.config import apply_overrides, load_preset
-from alexnet.base.errors import AlexNetError
-from alexnet.experiments.visualize import PAD, filter_mosaic, filters, neighbours
-from alexnet.training.trainer import train
 from synthetic import write_fashion_mnist
+
+from alexnet.base.errors import AlexNetError
+from alexnet.config import apply_overrides, load_preset
+from alexnet.experiments.visualize import PAD, filter_mosaic, filters, neighbours
+from alexnet.training.run import train
 
 
 @pytest.fixture(scope="module")

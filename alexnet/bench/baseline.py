@@ -5,7 +5,7 @@ d2l's `load_data_fashion_mnist(batch_size, resize=224)` is `torchvision.datasets
 `DataLoader(num_workers=4)`; `train_ch6` moves every batch with `.to(device)`, runs the default-initialised
 net in fp32 eager mode, `F.cross_entropy`, plain `torch.optim.SGD(lr)`, and reads the loss and accuracy of every
 batch into its `Accumulator` (`float(...)`: a host sync per step). Same architecture, batch size, device and
-timing rules (`alexnet.bench.throughput.time_steps`) as ours; torchvision only ever reads files already on disk.
+timing rules (`alexnet.bench.timing.time_steps`) as ours; torchvision only ever reads files already on disk.
 """
 
 import gzip
@@ -20,8 +20,16 @@ from torchvision import datasets, transforms
 
 from alexnet.base.errors import AlexNetError
 from alexnet.base.files import atomic_path
-from alexnet.bench.throughput import (BenchSpec, flops_per_image, forever, peak_memory, reset_peak_memory,
-                                      summarise, time_steps, write_synthetic_fashion_mnist)
+from alexnet.bench.throughput import (
+    BenchSpec,
+    flops_per_image,
+    forever,
+    peak_memory,
+    reset_peak_memory,
+    summarise,
+    write_synthetic_fashion_mnist,
+)
+from alexnet.bench.timing import time_steps
 from alexnet.data import idx
 from alexnet.data.datasets import cache_dir, fashion_mnist_dirs
 from alexnet.models import create_model
@@ -34,8 +42,8 @@ D2L_WORKERS = 4  # d2l's get_dataloader_workers()
 def torchvision_root(data_dir: str | Path | None = None) -> Path:
     """A root holding `FashionMNIST/raw/` with the four files decompressed, as torchvision reads them: the files
     `load_dataset` would find, copied (and gunzipped) once into the user cache. Never downloads."""
-    source = next((d for d in fashion_mnist_dirs(data_dir)
-                   if idx.has_fashion_mnist(d, "train") and idx.has_fashion_mnist(d, "test")), None)
+    source: Path | None = next((d for d in fashion_mnist_dirs(data_dir)
+                                if idx.has_fashion_mnist(d, "train") and idx.has_fashion_mnist(d, "test")), None)
     if source is None:
         raise AlexNetError("Fashion-MNIST not found for the baseline (see `alexnet train --help` for where it is "
                            "looked for); use --synthetic or --data-dir DIR")
@@ -45,6 +53,8 @@ def torchvision_root(data_dir: str | Path | None = None) -> Path:
     for stems in idx.FASHION_MNIST_FILES.values():
         for stem in stems:
             target, found = raw / stem, idx.find_idx_file(source, stem)
+            if found is None:  # has_fashion_mnist found both files a moment ago; a race with a deletion
+                raise AlexNetError(f"{source}: {stem} vanished while it was being read")
             if target.exists() and target.stat().st_mtime >= found.stat().st_mtime:
                 continue
             # atomic, through a unique temp name: a half-written file is never read as data
@@ -78,7 +88,8 @@ def _measure(spec: BenchSpec, dataset, workers: int) -> dict:
         # "4 workers on a 2-core machine": d2l's choice, kept on purpose
         warnings.filterwarnings("ignore", message="This DataLoader will create")
         train_s, infer_s, memory, memory_kind = _time_d2l(spec, dataset, workers, device)
-    # The same architecture as ours, so the same FLOPs; its MFU is against the fp32 peak (it runs in fp32).
+    # The same architecture as ours, so the same FLOPs; its MFU is against the peak of fp32 as the device runs it
+    # (fp32 on a CPU; TF32 on CUDA, where cuDNN runs fp32 convolutions on TF32 tensor cores: `peak.arithmetic`).
     return summarise(spec, device, train_s=train_s, infer_s=infer_s, flops=flops_per_image(spec), memory=memory,
                      memory_kind=memory_kind, precision="fp32")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from alexnet.bench.baseline import D2L_WORKERS, d2l_dataset, torchvision_root
-from alexnet.bench.throughput import SYNTHETIC_IMAGES, forever, time_steps, write_synthetic_fashion_mnist
+from alexnet.bench.throughput import SYNTHETIC_IMAGES, forever, write_synthetic_fashion_mnist
+from alexnet.bench.timing import time_steps
 from alexnet.config import load_preset
 from alexnet.data.datasets import load_dataset
 from alexnet.data.loader import DeviceLoader
@@ -42,7 +43,7 @@ def measure_loader(*, batch_size: int = 128, input_size: int = 224, device: str 
         batches = forever(loader.batches)
         ours_s = time_steps(lambda: pipeline(next(batches).images, generator), steps=steps, warmup=warmup,
                             device=dev)
-        root = Path(data_dir) if synthetic else torchvision_root(data_dir)
+        root = Path(data_dir) if synthetic and data_dir else torchvision_root(data_dir)
         with warnings.catch_warnings():  # "4 workers on a 2-core machine": that is the recipe being measured
             warnings.simplefilter("ignore", UserWarning)
             d2l = torch.utils.data.DataLoader(d2l_dataset(root, input_size), batch_size=batch_size, shuffle=True,

@@ -3,8 +3,8 @@ growing size (doubling, then bisection between the last size that fit and the fi
 
 import gc
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

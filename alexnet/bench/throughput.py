@@ -5,41 +5,36 @@
 preset) -> autocast forward -> loss -> backward -> SGD, with the trainer's channels_last / compile choices.
 The baseline it is compared with (d2l's torchvision DataLoader recipe) is in `alexnet.bench.baseline`.
 
-Timing rules, the same for every measurement here: `warmup` untimed steps (cuDNN autotuning, torch.compile,
-allocator growth), then `steps` timed steps; CUDA events between two synchronisations on a GPU, perf_counter on
-the CPU. MFU = (training FLOPs per image x images/s) / the peak FLOP/s of a square matmul measured in the same
-process on the same device in the same dtype, fp32 without TF32 (`peak_flops`).
+Timing rules, the same for every measurement here: `alexnet.bench.timing.time_steps`. MFU = (training FLOPs per
+image x images/s) / the device's peak FLOP/s in the arithmetic the model runs, measured once and cached
+(`alexnet.bench.peak`), or no MFU and the reason where that figure could not be true.
 """
 
-import contextlib
-import dataclasses
 import functools
 import gc
-import os
 import resource
-import statistics
 import tempfile
-import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from alexnet.analysis.summary import training_flops
 from alexnet.base.errors import AlexNetError
+from alexnet.bench.peak import utilisation
+from alexnet.bench.timing import time_steps
 from alexnet.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, build_model
 from alexnet.data import idx
 from alexnet.data.run import validate
 from alexnet.models import model_info
-from alexnet.runtime.device import device_name, pick_device, sync
+from alexnet.runtime.device import pick_device
 from alexnet.runtime.distributed import DistEnv
-from alexnet.runtime.precision import DTYPES, PRECISIONS
-from alexnet.runtime.settings import matmul_precision, torch_settings
+from alexnet.runtime.precision import PRECISIONS
+from alexnet.runtime.settings import torch_settings
 from alexnet.training.trainer import Trainer
-PEAK_MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}  # largest n of the n x n x n peak matmul
-PEAK_BUDGET_S = 0.5   # stop growing the peak matmul once one timed sample takes longer than this (s)
+
 SYNTHETIC_IMAGES = 60_000  # --synthetic: as many random 28x28 images as Fashion-MNIST's training split
 
 
@@ -47,7 +42,7 @@ SYNTHETIC_IMAGES = 60_000  # --synthetic: as many random 28x28 images as Fashion
 class BenchSpec:
     """What `alexnet bench` measures; every field is a command-line option."""
     model: str = "d2l"
-    input_size: int | None = None   # px; None: the model's own (d2l 224, small 28)
+    input_size: int = 0             # px; 0: the model's own (d2l 224, small 28)
     batch_size: int = 128
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     precision: str = "auto"         # auto | fp32 | bf16 | fp16 (autocast, as the trainer)
@@ -60,10 +55,11 @@ class BenchSpec:
     data_dir: str | None = None
     threads: int = 0                # CPU intra-op threads; 0 = torch's default
     lr: float = 0.01                # d2l 7.1's rate; plain SGD as the d2l preset
+    remeasure_peak: bool = False    # measure the MFU's peak again, replacing the cached one
 
     def __post_init__(self):
         info = model_info(self.model)  # unknown model: AlexNetError
-        if self.input_size is None:
+        if self.input_size == 0:
             self.input_size = info.input_shape[1]
         checks = [(self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
                   (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
@@ -93,70 +89,7 @@ class BenchSpec:
         return validate(cfg)
 
 
-# --- timing, peak -------------------------------------------------------------------------------------------------
-
-def time_steps(step: Callable[[], object], *, steps: int, warmup: int, device: torch.device) -> float:
-    """Seconds taken by `steps` calls of `step` after `warmup` untimed calls."""
-    for _ in range(warmup):
-        step()
-    sync(device)  # the warm-up's queued kernels must not land in the timed window
-    if device.type == "cuda":
-        with torch.cuda.device(device):  # events on the device's current stream, where the steps run
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(steps):
-                step()
-            end.record()
-            end.synchronize()
-        return start.elapsed_time(end) / 1000  # ms -> s
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return time.perf_counter() - t0
-
-
-_PEAKS: dict[tuple[str, str, str], dict] = {}
-
-
-def peak_flops(device: torch.device, precision: str, repeats: int = 5,
-               float32_matmul_precision: str = "highest") -> dict:
-    """The device's matmul FLOP/s in `precision`: n x n x n products for n = 256, 512, ... up to
-    PEAK_MATMUL_SIZE, the median of `repeats` timed samples at each size (after one untimed), the best size kept.
-    A sample is one product on the CPU and 10 back to back on a GPU (one product of 4096^3 in bf16 is a fraction
-    of a millisecond there: launch and event overhead would show). Growth stops once a sample takes over
-    PEAK_BUDGET_S: on a CPU without bf16 units the bf16 matmul falls back to a slow kernel (2048^3 would take
-    about 90 s on the AVX2 development machine) that gets slower, not faster, with size.
-    fp32 products run under `float32_matmul_precision`, "highest" (no TF32) unless asked otherwise, whatever the
-    process-wide setting is (the trainer sets "high" on CUDA)."""
-    key = (str(device), precision, float32_matmul_precision)
-    if key in _PEAKS:
-        return _PEAKS[key]
-    with matmul_precision(float32_matmul_precision):
-        best = _measure_peak(device, precision, repeats)
-    best["float32_matmul_precision"] = float32_matmul_precision
-    _PEAKS[key] = best
-    return best
-
-
-def _measure_peak(device: torch.device, precision: str, repeats: int) -> dict:
-    dtype, best = DTYPES[precision], {"peak_flops": 0.0, "matmul_size": 0}
-    per_sample = 10 if device.type == "cuda" else 1
-    n = 256
-    while n <= PEAK_MATMUL_SIZE.get(device.type, 2048):
-        a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
-        times = []
-        for _ in range(repeats + 1):  # sample 0 is a warm-up (kernel choice, thread pool start)
-            times.append(time_steps(lambda: a @ b, steps=per_sample, warmup=0, device=device) / per_sample)
-            if times[-1] * per_sample > PEAK_BUDGET_S:
-                break
-        seconds = statistics.median(times[1:] or times)
-        if 2 * n**3 / seconds > best["peak_flops"]:
-            best = {"peak_flops": 2 * n**3 / seconds, "matmul_size": n}
-        if times[-1] * per_sample > PEAK_BUDGET_S:
-            break
-        n *= 2
-    return best
-
+# --- memory -------------------------------------------------------------------------------------------------------
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
     """(bytes, what they are): the allocator's peak on a GPU, the process's peak RSS on the CPU."""
@@ -220,7 +153,7 @@ def flops_per_image(spec: BenchSpec) -> int:
     return _training_flops(spec.model, spec.input_size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _training_flops(model: str, input_size: int) -> int:  # ours and the baseline share it: counted once
     net = build_model(Config(model=ModelConfig(model), data=DataConfig(input_size=input_size)), num_classes=10)
     return training_flops(net, (1, input_size, input_size))
@@ -255,13 +188,10 @@ def measure_ours(spec: BenchSpec) -> dict:
 
 def summarise(spec: BenchSpec, device: torch.device, *, train_s: float, infer_s: float | None, flops: int,
               memory: int, memory_kind: str, precision: str) -> dict:
-    peak = peak_flops(device, precision)
     train_rate = spec.batch_size * spec.steps / train_s
     achieved = flops * train_rate
     return {"train_images_per_sec": train_rate,
             "infer_images_per_sec": None if infer_s is None else spec.batch_size * spec.steps / infer_s,
-            "step_ms": 1000 * train_s / spec.steps,
-            "flops_per_image": flops, "achieved_flops": achieved, "peak_flops": peak["peak_flops"],
-            "mfu": achieved / peak["peak_flops"], "peak_matmul_size": peak["matmul_size"],
-            "peak_precision": precision, "float32_matmul_precision": peak["float32_matmul_precision"],
+            "step_ms": 1000 * train_s / spec.steps, "flops_per_image": flops, "achieved_flops": achieved,
+            "precision": precision, **utilisation(device, precision, achieved, remeasure=spec.remeasure_peak),
             "peak_memory_bytes": memory, "peak_memory_kind": memory_kind}

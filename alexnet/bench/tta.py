@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alexnet.base.errors import AlexNetError
 from alexnet.config import Config
-from alexnet.training.trainer import train
+from alexnet.training.run import train
 
 
 def first_reaching(history: list[dict], target: float) -> dict | None:

@@ -1,5 +1,5 @@
 """Command line: parse arguments, build a config, call the library. No logic of its own; one module per
-command group (`summary`, `train`, `evaluate`: eval / predict / export, `data`: augment, `bench`,
+command group (`summary`, `train`, `evaluate`: eval / predict / export, `data`: augment / prepare, `bench`,
 `experiments`: experiment / visualize).
 
 Every user error (`AlexNetError`, bad arguments) is one line on stderr and exit code 2. Imports any layer of the
@@ -9,7 +9,10 @@ package below it.
 import argparse
 import sys
 
+import torch
+
 from alexnet.base.errors import AlexNetError
+from alexnet.base.version import __version__
 from alexnet.cli import bench, data, evaluate, experiments, summary, train
 
 
@@ -23,6 +26,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="alexnet", description="AlexNet (Krizhevsky et al. 2012) and d2l 7.1: models, training, "
                      "evaluation, benchmarks and experiments.")
+    parser.add_argument("--version", action="version", version=f"alexnet {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     summary.add_parser(sub)
     train.add_parser(sub)

@@ -5,6 +5,8 @@ import argparse
 
 import yaml
 
+from alexnet.base.errors import one_line
+
 
 def parse_shape(text: str) -> tuple[int, int, int]:
     try:
@@ -17,10 +19,15 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def parse_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value read as YAML with the safe loader (numbers, booleans, lists, mappings; no tags)."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(
+            f"{key.strip()}: {value!r} is not valid YAML ({one_line(error)[:160]})") from None
 
 
 def positive_int(text: str) -> int:

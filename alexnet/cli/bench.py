@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--synthetic", action="store_true", help="random images of Fashion-MNIST's shape")
     p.add_argument("--data-dir", help="where the Fashion-MNIST files are")
     p.add_argument("--baseline", action="store_true", help="also measure the d2l DataLoader recipe, same process")
+    p.add_argument("--remeasure-peak", action="store_true",
+                   help="measure the device's peak FLOP/s (the MFU's denominator) again and replace the cached one "
+                        "(kept in ~/.cache/alexnet/peaks.json, or $ALEXNET_CACHE)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--time-to-accuracy", type=float, metavar="ACC",
@@ -53,7 +56,7 @@ def add_parser(sub) -> None:
 # Which flags each mode reads; giving one to a mode that would ignore it is an error, not a silent no-op.
 MODES = {
     "throughput": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "steps", "warmup",
-                   "threads", "synthetic", "baseline"},
+                   "threads", "synthetic", "baseline", "remeasure_peak"},
     "max-batch": {"model", "input_size", "precision", "channels_last", "compile", "threads"},
     "loader": {"input_size", "batch_size", "steps", "warmup", "synthetic"},
     "time-to-accuracy": {"preset", "set", "out"},
@@ -92,10 +95,10 @@ def cmd_bench(args) -> int:
                                 data_dir=args.data_dir, synthetic=args.synthetic)
         print(json.dumps(result) if args.json else format_loader(result))
         return 0
-    spec = BenchSpec(model=args.model, input_size=args.input_size, batch_size=args.batch_size,
+    spec = BenchSpec(model=args.model, input_size=args.input_size or 0, batch_size=args.batch_size,
                      device=args.device or "auto", precision=args.precision, channels_last=args.channels_last,
                      compile=args.compile, steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
-                     data_dir=args.data_dir, threads=args.threads)
+                     data_dir=args.data_dir, threads=args.threads, remeasure_peak=args.remeasure_peak)
     if args.max_batch:
         result = max_batch(spec)
         print(json.dumps(result) if args.json else

@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 from alexnet.base.errors import AlexNetError
+from alexnet.base.files import output_dir, output_file
 from alexnet.cli.args import positive_int
-from alexnet.eval.checkpoint import evaluate_checkpoint, predict
+from alexnet.eval.checkpoint import evaluate_trained, predict
 from alexnet.export import FORMATS, export
 from alexnet.report.plots import plot_confusion
 from alexnet.run.trained import load_trained
@@ -41,25 +42,30 @@ def add_parsers(sub) -> None:
 def cmd_eval(args) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise AlexNetError(f"--batch-size must be >= 1, got {args.batch_size}")
-    result, trained = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, ten_crops=args.ten_crop,
-                                          batch_size=args.batch_size, device=args.device)
-    out = args.out or Path(args.checkpoint).parent
-    out.mkdir(parents=True, exist_ok=True)
-    plot_confusion(result.confusion, trained.classes, out / "confusion.png")
+    trained = load_trained(args.checkpoint, args.device)
+    figure = output_file(output_dir(args.out or Path(args.checkpoint).parent) / "confusion.png", (".png",))
+    result = evaluate_trained(trained, data_dir=args.data_dir, ten_crops=args.ten_crop, batch_size=args.batch_size)
+    plot_confusion(result.confusion, trained.classes, figure)
     if args.json:
         print(json.dumps({**result.to_dict(), "classes": trained.classes, "ten_crop": args.ten_crop}))
         return 0
     view = "10-crop" if args.ten_crop else "centre"
     print(f"{args.checkpoint}: {result.count} test images ({view})\n"
-          f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}\nper class:")
+          f"top-1 {result.top1:.4f}  {_top_k(result, trained.classes)}loss {result.loss:.4f}\nper class:")
     width = max(map(len, trained.classes))
-    for name, acc in zip(trained.classes, result.per_class):
+    for name, acc in zip(trained.classes, result.per_class, strict=True):
         print(f"  {name:<{width}}  " + ("no test images" if acc is None else f"{acc:.4f}"))
     print("confusion matrix (rows: true, columns: predicted):")
-    for name, row in zip(trained.classes, result.confusion):
+    for name, row in zip(trained.classes, result.confusion, strict=True):
         print(f"  {name:<{width}}  " + " ".join(f"{v:5d}" for v in row))
-    print(f"confusion plot: {out / 'confusion.png'}")
+    print(f"confusion plot: {figure}")
     return 0
+
+
+def _top_k(result, classes: list[str]) -> str:
+    """top-5, or top-k for k = classes - 1 when there are fewer than 6 (top-k of k classes is always 1)."""
+    k = min(5, len(classes))
+    return f"top-{k} {result.top5:.4f}  " if k < len(classes) or len(classes) > 5 else ""
 
 
 def cmd_predict(args) -> int:
@@ -67,9 +73,9 @@ def cmd_predict(args) -> int:
     results = predict(trained, args.images, topk=args.topk)
     if args.json:
         print(json.dumps([{"image": str(p), "top": [{"class": c, "prob": v} for c, v in r]}
-                          for p, r in zip(args.images, results)]))
+                          for p, r in zip(args.images, results, strict=True)]))
         return 0
-    for path, top in zip(args.images, results):
+    for path, top in zip(args.images, results, strict=True):
         print(f"{path}: " + ", ".join(f"{c} {v:.3f}" for c, v in top))
     return 0
 

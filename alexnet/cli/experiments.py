@@ -31,7 +31,7 @@ def cmd_neighbours(args) -> int:
                       data_dir=args.data_dir, train_limit=args.train_limit, seed=args.seed, device=args.device)
     print(f"wrote {info['path']}: {len(info['queries'])} {args.split} images and their {args.k} nearest "
           f"training images")
-    for query, found in zip(info["queries"], info["neighbours"]):
+    for query, found in zip(info["queries"], info["neighbours"], strict=True):
         print(f"  {args.split}[{query}] -> train {found}")
     return 0
 

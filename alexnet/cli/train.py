@@ -7,7 +7,7 @@ from pathlib import Path
 from alexnet.cli.args import parse_option
 from alexnet.config import list_presets, resolve
 from alexnet.training.guards import Interrupted
-from alexnet.training.trainer import train
+from alexnet.training.run import train
 
 
 def add_parser(sub) -> None:
@@ -24,18 +24,23 @@ def add_parser(sub) -> None:
     p.add_argument("--download", action="store_true", help="download the dataset if it is not found")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--init-from", metavar="FILE", help="start from these weights: a run's best.pt / checkpoint.pt "
+                   "or a torchvision AlexNet state_dict; the last layer is replaced if the classes differ")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to OUT/tensorboard")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors (no banner, progress or epochs)")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
     overrides = dict(args.set)
     for key, value in (("train.epochs", args.epochs), ("optim.lr", args.lr), ("train.batch_size", args.batch_size),
-                       ("train.seed", args.seed), ("data.data_dir", args.data_dir), ("train.device", args.device)):
+                       ("train.seed", args.seed), ("data.data_dir", args.data_dir), ("train.device", args.device),
+                       ("train.init_from", args.init_from)):
         if value is not None:
             overrides[key] = value
-    if args.download:
-        overrides["data.download"] = True
+    for key, flag in (("data.download", args.download), ("train.tensorboard", args.tensorboard)):
+        if flag:
+            overrides[key] = True
     cfg = resolve(args.preset, overrides, args.out, args.resume)
     try:
         history = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
@@ -44,7 +49,8 @@ def cmd_train(args) -> int:
         return 128 + stop.signum
     if history and not args.quiet and int(os.environ.get("RANK", 0)) == 0:
         last = history[-1]
-        print(f"done: test acc {last['test_acc']:.4f} after {last['epoch']} epochs, {last['wall_s']:.1f} s\n"
-              f"  curves  {args.out}/curves.png\n  metrics {args.out}/metrics.jsonl\n"
+        val = f"val acc {last['val_acc']:.4f}, " if last.get("val_acc") is not None else ""
+        print(f"done: {val}test acc {last['test_acc']:.4f} after {last['epoch']} epochs, {last['wall_s']:.1f} s\n"
+              f"  curves  {args.out}/curves.png\n  metrics {args.out}/metrics.jsonl, {args.out}/steps.jsonl\n"
               f"  report  {args.out}/report.md\n  weights {args.out}/best.pt, {args.out}/checkpoint.pt")
     return 0

@@ -24,7 +24,7 @@ ROW_BYTES = 3 * 32 * 32  # one image: three 32x32 uint8 planes
 try:  # NumPy 2 moved `numpy.core` to `numpy._core`; the 2009 pickles still name `numpy.core.multiarray`
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # NumPy 1.x
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # the same function, older home
 
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
             ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
@@ -111,8 +111,9 @@ def read_cifar_tar(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray, l
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
                 name = wanted.get(member.name)
-                if name is not None and member.isfile():
-                    blobs[name] = tar.extractfile(member).read()
+                data = tar.extractfile(member) if name is not None and member.isfile() else None
+                if name is not None and data is not None:
+                    blobs[name] = data.read()
     except (OSError, EOFError, tarfile.TarError) as e:
         raise AlexNetError(f"{archive}: cannot read archive ({one_line(e)})") from e
     missing = sorted(set(wanted.values()) - set(blobs))

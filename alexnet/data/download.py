@@ -1,6 +1,7 @@
 """Checksummed, atomic download: stream into a temp file beside the destination, check the MD5, then
-`alexnet.base.files.atomic_path` moves it into place (the same pattern as timm's atomic checkpoint save). A reader therefore sees either no file or the
-whole verified file, never a partial one, even when several ranks download at once or the user presses Ctrl-C."""
+`alexnet.base.files.atomic_path` moves it into place (the same pattern as timm's atomic checkpoint save). A reader
+therefore sees either no file or the whole verified file, never a partial one, even when several ranks download at
+once or the user presses Ctrl-C."""
 
 import hashlib
 import http.client

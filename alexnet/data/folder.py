@@ -2,43 +2,77 @@
 `ImageFolder` and pytorch/examples `imagenet/main.py`), with the paper's preprocessing (Krizhevsky et al. 2012,
 section 2): rescale so the shorter side is 256, then take the central 256x256 patch."""
 
+import copy
 import os
+import threading
 import warnings
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.io import read_file
 from torchvision.transforms.v2 import functional as F
 
 from alexnet.base.errors import AlexNetError, one_line
+from alexnet.data.decode import decode_bytes
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})  # compared lower-cased
-SPLIT_FOLDERS = {"train": ("train",), "test": ("val", "test")}  # ImageNet calls its held-out split `val`
+# ImageNet calls its held-out split `val`: the test split is `test/` when there is one, else `val/`; the validation
+# split is `val/` only beside a `test/` (alexnet.data.splits).
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val",), "test": ("test", "val")}
 VERIFY_BLOCK = 1024  # files in flight while checking a folder: bounds memory on ImageNet's 1.28M files
+MAX_PIXELS = 64_000_000  # an 8000 x 8000 photo; larger JPEGs are decoded reduced, anything else refused
+_PIL_LIMIT_LOCK = threading.Lock()  # Pillow's bomb limit is a global: set aside one header read at a time
 
 
-def decode_rgb(path: str | Path) -> torch.Tensor:
+def decode_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """uint8 (3, H, W) RGB; greyscale, palette, alpha and 16-bit images are converted. AlexNetError names a bad
-    file."""
+    file. An image over `max_pixels` is decoded at 1/2, 1/4 or 1/8 of its size where it is a JPEG (libjpeg
+    scales while decoding, so the full image is never in memory), else refused."""
+    width, height, kind = _header(path)
+    if width * height > max_pixels:
+        return _decode_reduced(path, width, height, kind, max_pixels)
     try:
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-    except RuntimeError:
-        image = _decode_with_pil(path)  # torchvision decodes JPEG, PNG, GIF and WebP only; BMP needs Pillow
-    image = image[0] if image.ndim == 4 else image  # an animated GIF decodes to (frames, 3, H, W): keep frame 0
-    # 16-bit PNGs decode as uint16; scaled to uint8 (65535 -> 255) like every other image
-    return image if image.dtype == torch.uint8 else F.to_dtype(image, torch.uint8, scale=True)
+        data = read_file(str(path))
+    except RuntimeError as e:  # unreadable (permissions, vanished): torchvision says so with a RuntimeError
+        raise AlexNetError(f"{path}: cannot read image ({one_line(e)})") from None
+    return decode_bytes(data, str(path))
 
 
-def _decode_with_pil(path: str | Path) -> torch.Tensor:
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))  # (H, W, 3)
-    except Exception as e:  # Pillow signals bad data with OSError, ValueError, SyntaxError, DecompressionBombError
-        raise AlexNetError(f"{path}: cannot decode image ({one_line(e)})") from e
+def _header(path: str | Path) -> tuple[int, int, str]:
+    """(width, height, format) from the file's header alone; Pillow's own decompression-bomb check (warnings,
+    then an error at 179 Mpx) is replaced by `max_pixels`."""
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as im:
+                return im.size[0], im.size[1], im.format or ""
+        except Exception as e:  # not an image Pillow knows: torchvision or the error below will say
+            if isinstance(e, OSError) and not isinstance(e, Image.UnidentifiedImageError):
+                raise AlexNetError(f"{path}: cannot read image ({one_line(e)})") from None
+            return 0, 0, ""
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode_reduced(path: str | Path, width: int, height: int, kind: str, max_pixels: int) -> torch.Tensor:
+    megapixels = f"{width}x{height} = {width * height / 1e6:.0f} Mpx"
+    scale = next((s for s in (2, 4, 8) if (width // s) * (height // s) <= max_pixels), None)
+    if kind != "JPEG" or scale is None:
+        raise AlexNetError(f"{path}: {megapixels}, over the limit of {max_pixels / 1e6:.0f} Mpx; shrink it first")
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (-(-width // scale), -(-height // scale)))  # decode at 1 / scale
+                array = np.asarray(im.convert("RGB"))
+        except Exception as e:
+            raise AlexNetError(f"{path}: cannot decode image ({one_line(e)})") from e
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -59,6 +93,7 @@ class FolderDataset(torch.utils.data.Dataset):
         self.split = split
         self.image_size = image_size
         self.directory = _split_directory(self.root, split)
+        self.source = str(self.directory)  # what was read, for the run's record
         self.classes = _class_names(self.root, self.directory)
         # str paths, not Path: with 1.28M samples they are smaller, and fork()ed workers share them more cheaply.
         self.samples: list[tuple[str, int]] = _list_samples(self.directory, self.classes)
@@ -70,6 +105,13 @@ class FolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         return resize_center_crop(decode_rgb(path), self.image_size), label
+
+    def subset(self, indices: torch.Tensor) -> "FolderDataset":
+        """The samples at `indices`, in that order, as a new dataset over the same folder."""
+        part = copy.copy(self)
+        part.samples = [self.samples[i] for i in indices.tolist()]
+        part.labels = self.labels[indices]
+        return part
 
     def decode(self, indices: Iterable[int]) -> torch.Tensor:
         """The samples at `indices`, in that order, decoded into one uint8 (len(indices), 3, S, S) tensor."""
@@ -186,4 +228,4 @@ def _decode_problems(paths: list[str]):
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
         for start in range(0, len(paths), VERIFY_BLOCK):
             block = paths[start:start + VERIFY_BLOCK]
-            yield from zip(block, pool.map(_decode_problem, block))
+            yield from zip(block, pool.map(_decode_problem, block), strict=True)

@@ -12,13 +12,23 @@ Both share one notion of order, which exact resume and torchrun depend on:
 * evaluation does the same without shuffling and without dropping the remainder: every sample once.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Protocol
 
 import torch
 
 from alexnet.base.errors import AlexNetError
 from alexnet.runtime.seeding import derived_seed
+
+
+class Loader(Protocol):
+    """What the trainer and evaluation need of a loader (DeviceLoader, FolderLoader, PreparedLoader)."""
+    order: "Order"
+
+    def __len__(self) -> int: ...
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator["Batch"]: ...
 
 
 @dataclass
@@ -28,7 +38,7 @@ class Batch:
     global_size: int      # images in the global batch (all ranks), the divisor of a mean loss
 
 
-class _Order:
+class Order:
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, rank: int,
                  world_size: int):
         if batch_size < world_size and drop_last:
@@ -62,7 +72,7 @@ class DeviceLoader:
         assert images.dtype == torch.uint8 and len(images) == len(labels)
         self.images = images.to(device)  # (N, C, H, W) uint8: stays uint8 until the augmentation step
         self.labels = labels.to(device)
-        self.order = _Order(len(images), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+        self.order = Order(len(images), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                             rank=rank, world_size=world_size)
 
     def __len__(self) -> int:
@@ -80,7 +90,7 @@ class FolderLoader:
     def __init__(self, dataset, *, batch_size: int, device, shuffle: bool, seed: int = 0, drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, workers: int = 4):
         self.dataset, self.device, self.workers = dataset, torch.device(device), workers
-        self.order = _Order(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+        self.order = Order(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                             rank=rank, world_size=world_size)
 
     def __len__(self) -> int:

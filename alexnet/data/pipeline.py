@@ -8,24 +8,26 @@ trainer calls on every uint8 batch, on the batch's device. The ops themselves ar
     x = pipeline(batch_uint8, generator)   # float32 (B, C, 224, 224), normalised
 """
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from alexnet.data import augment as A
 from alexnet.base.errors import AlexNetError
-
+from alexnet.config import NORMALIZATIONS
+from alexnet.data import augment as A
 
 # --- statistics ------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Stats:
-    """Per-channel statistics of a training set, pixel values scaled to [0, 1]."""
+    """Per-channel statistics of a training set, pixel values scaled to [0, 1], and its mean image."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
     eigval: tuple[float, ...] | None = None  # RGB covariance eigenvalues, descending (3 channels only)
     eigvec: tuple[tuple[float, ...], ...] | None = None  # 3x3, column j is the eigenvector of eigval[j]
+    mean_image: torch.Tensor | None = field(default=None, compare=False)  # float32 (C, H, W), 0-255 scale
 
     @property
     def channels(self) -> int:
@@ -35,7 +37,8 @@ class Stats:
         """Plain lists and floats, safe for JSON and for `torch.load(weights_only=True)` checkpoints."""
         return {"mean": list(self.mean), "std": list(self.std),
                 "eigval": None if self.eigval is None else list(self.eigval),
-                "eigvec": None if self.eigvec is None else [list(row) for row in self.eigvec]}
+                "eigvec": None if self.eigvec is None else [list(row) for row in self.eigvec],
+                "mean_image": self.mean_image}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Stats":
@@ -43,12 +46,15 @@ class Stats:
             mean, std = tuple(map(float, d["mean"])), tuple(map(float, d["std"]))
             eigval = None if d.get("eigval") is None else tuple(map(float, d["eigval"]))
             eigvec = None if d.get("eigvec") is None else tuple(tuple(map(float, r)) for r in d["eigvec"])
+            mean_image = d.get("mean_image")
+            if mean_image is not None and not (isinstance(mean_image, torch.Tensor) and mean_image.dim() == 3):
+                raise TypeError("mean_image must be a (C, H, W) tensor")
         except (KeyError, TypeError, ValueError) as exc:
             raise AlexNetError(f"invalid dataset statistics {dict(d)!r}: {exc}") from None
         if len(mean) != len(std) or (eigval is not None and (len(eigval) != 3 or len(eigvec or ()) != 3)):
             raise AlexNetError(f"invalid dataset statistics: mean/std/eigval lengths {len(mean)}/{len(std)}/"
                                f"{None if eigval is None else len(eigval)}")
-        return cls(mean, std, eigval, eigvec)
+        return cls(mean, std, eigval, eigvec, None if mean_image is None else mean_image.float())
 
 
 def compute_stats(images: torch.Tensor, max_images: int = 20000, seed: int = 0) -> Stats:
@@ -67,8 +73,10 @@ def compute_stats(images: torch.Tensor, max_images: int = 20000, seed: int = 0) 
         images = images[order.to(images.device)]
     total = torch.zeros(c, dtype=torch.float64, device=images.device)
     outer = torch.zeros(c, c, dtype=torch.float64, device=images.device)
+    image_sum = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
     pixels = 0
     for chunk in images.split(256):
+        image_sum += chunk.sum(dim=0, dtype=torch.float64)
         x = chunk.to(torch.float64).div_(255).transpose(0, 1).reshape(c, -1)  # (C, pixels)
         total += x.sum(dim=1)
         outer += x @ x.T
@@ -88,7 +96,8 @@ def compute_stats(images: torch.Tensor, max_images: int = 20000, seed: int = 0) 
         signs = vec.gather(0, vec.abs().argmax(dim=0, keepdim=True)).sign()
         vec = vec * signs
         eigval, eigvec = tuple(val.tolist()), tuple(map(tuple, vec.tolist()))
-    return Stats(tuple(mean.tolist()), tuple(std.tolist()), eigval, eigvec)
+    mean_image = (image_sum / len(images)).float().cpu()  # the paper's "mean activity over the training set"
+    return Stats(tuple(mean.tolist()), tuple(std.tolist()), eigval, eigvec, mean_image)
 
 
 # --- op registry -----------------------------------------------------------------------------------------------
@@ -201,45 +210,85 @@ def _resolve(index: int, spec, input_size: int, stats: Stats) -> tuple[str, dict
 
 # --- the pipeline ----------------------------------------------------------------------------------------------
 
-class Pipeline:
-    """uint8 (B, C, H, W) -> float32 (B, C, S, S) normalised, on the images' device: to [0, 1], the configured
-    ops in order, (x - mean) / std, then a bilinear resize to S x S if the ops did not already produce it."""
+# Ops that clamp to [0, 1]: meaningless once the mean image is subtracted (values centred on 0).
+CLAMPING_OPS = ("color_jitter", "color_temperature", "gaussian_noise")
 
-    def __init__(self, steps: list[tuple[str, dict]], input_size: int, stats: Stats):
-        self.steps, self.input_size, self.stats = steps, input_size, stats
+
+class Pipeline:
+    """uint8 (B, C, H, W) -> float32 (B, C, S, S), on the images' device, then a bilinear resize to S x S if the
+    ops did not already produce it. Two normalisations:
+
+    * `standardize` (the d2l / torchvision habit): to [0, 1], the configured ops in order, (x - mean) / std per
+      channel;
+    * `mean_image` (the paper, section 2: "subtracting the mean activity over the training set from each
+      pixel"): raw 0-255 pixels minus the training set's mean image, at the images' full size before any crop;
+      the ops run on that centred image at a [0, 1] scale (so PCA lighting keeps its units), which is then
+      brought back to the 0-255 scale the paper's N(0, 0.01) initialisation was chosen for.
+    """
+
+    def __init__(self, steps: list[tuple[str, dict]], input_size: int, stats: Stats, normalize: str = "standardize"):
+        self.steps, self.input_size, self.stats, self.normalize = steps, input_size, stats, normalize
 
     @property
     def is_random(self) -> bool:
         return any(OPS[name].random for name, _ in self.steps)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if generator is None and self.is_random:
+            raise ValueError("this pipeline has random ops and needs a torch.Generator on the images' device")
+        x = self._start(images)
+        for name, kwargs in self.steps:
+            op = OPS[name]
+            x = op.fn(x, **kwargs, generator=generator) if op.random else op.fn(x, **kwargs)
+        return self._finish(x)
+
+    def ten_views(self, images: torch.Tensor, crop: int) -> torch.Tensor:
+        """The paper's test-time views (section 4.1): the four corner `crop` x `crop` patches and the centre
+        one of the full image, and their reflections, each normalised as in training and resized to the input
+        size: (10, B, C, S, S)."""
+        views = A.ten_crop(self._start(images), crop)
+        return self._finish(views.flatten(0, 1)).view(10, len(images), *views.shape[2:3],
+                                                      self.input_size, self.input_size)
+
+    def _start(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError(f"Pipeline takes uint8 (B, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
         if images.shape[1] != self.stats.channels:
             raise AlexNetError(f"images have {images.shape[1]} channel(s) but the dataset statistics have "
                                f"{self.stats.channels}")
-        if generator is None and self.is_random:
-            raise ValueError("this pipeline has random ops and needs a torch.Generator on the images' device")
-        x = images.to(torch.float32).div_(255)
-        for name, kwargs in self.steps:
-            op = OPS[name]
-            x = op.fn(x, **kwargs, generator=generator) if op.random else op.fn(x, **kwargs)
+        x = images.to(torch.float32)
+        if self.normalize == "mean_image":
+            mean = self.stats.mean_image
+            if mean is None or tuple(mean.shape) != tuple(images.shape[1:]):
+                raise AlexNetError(f"the mean image is {None if mean is None else tuple(mean.shape)} but the "
+                                   f"images are {tuple(images.shape[1:])}")
+            x = x - mean.to(x.device)
+        return x.div_(255)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise before the resize: bilinear weights sum to 1, so the result is the same, and for the d2l
         # recipe (28 -> 224) it touches 64x fewer pixels.
-        x = A.normalize(x, self.stats.mean, self.stats.std)
+        x = x * 255 if self.normalize == "mean_image" else A.normalize(x, self.stats.mean, self.stats.std)
         return A.resize(x, self.input_size)
 
     def __repr__(self) -> str:
         ops = [f"{name}({', '.join(f'{k}={v}' for k, v in kw.items() if k not in ('eigval', 'eigvec'))})"
                for name, kw in self.steps]
-        return f"Pipeline([{', '.join(ops)}], input_size={self.input_size})"
+        return f"Pipeline([{', '.join(ops)}], input_size={self.input_size}, normalize={self.normalize})"
 
 
-def build_pipeline(specs: list[dict], *, input_size: int, stats: Stats) -> Pipeline:
+def build_pipeline(specs: list[dict], *, input_size: int, stats: Stats, normalize: str = "standardize") -> Pipeline:
     """Validate `specs` (unknown op or parameter, wrong type, out-of-range value -> one-line AlexNetError naming
     the op) and return the Pipeline. Crop sizes against image sizes are checked when the images arrive."""
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
         raise AlexNetError(f"input size must be a positive integer, got {input_size!r}")
     if specs is None or isinstance(specs, (str, Mapping)):
         raise AlexNetError(f"augmentations must be a list of tables, got {specs!r}")
-    return Pipeline([_resolve(i, spec, input_size, stats) for i, spec in enumerate(specs)], input_size, stats)
+    if normalize not in NORMALIZATIONS:
+        raise AlexNetError(f"data.normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+    steps = [_resolve(i, spec, input_size, stats) for i, spec in enumerate(specs)]
+    clamping = [name for name, _ in steps if name in CLAMPING_OPS]
+    if normalize == "mean_image" and clamping:
+        raise AlexNetError(f"augmentation '{clamping[0]}' clamps to [0, 1] and cannot follow the mean-image "
+                           f"subtraction (data.normalize: mean_image); use data.normalize: standardize")
+    return Pipeline(steps, input_size, stats, normalize)

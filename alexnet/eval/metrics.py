@@ -30,7 +30,8 @@ class Tally:
         all_sum(self.confusion)
         top1, topk, loss, count = totals.tolist()
         confusion = self.confusion.view(self.num_classes, self.num_classes).cpu()
-        per_class = [hits / n if n else None for hits, n in zip(confusion.diag().tolist(), confusion.sum(1).tolist())]
+        hits, counts = confusion.diag().tolist(), confusion.sum(1).tolist()
+        per_class = [h / n if n else None for h, n in zip(hits, counts, strict=True)]
         return EvalResult(count=int(count), top1=top1 / max(count, 1), top5=topk / max(count, 1),
                           loss=loss / max(count, 1), per_class=per_class, confusion=confusion.tolist())
 

@@ -16,12 +16,21 @@ to overfit much, so regularisers can only cost there); `full`: the `cifar10` pre
 """
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 
 from alexnet.config import load_preset
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, study_results, \
-    train_set_accuracy
+from alexnet.experiments.common import (
+    SMALL_RECIPE,
+    Arm,
+    ArmRun,
+    begin,
+    error_rate,
+    finish,
+    study_results,
+    train_set_accuracy,
+)
 from alexnet.report.plots import save_figure
 
 NAME = "ablations"
@@ -56,7 +65,7 @@ def arms(spec: dict) -> list[Arm]:
 
 
 def measure(runs: list[ArmRun]) -> list[dict]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run in runs:
         train_acc = train_set_accuracy(run)
         test_err, train_err = error_rate(run.last.get("test_acc")), error_rate(train_acc)

@@ -28,8 +28,17 @@ import torch
 from alexnet.base.errors import AlexNetError
 from alexnet.base.files import atomic_write
 from alexnet.config import Config
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, error_rate, finish, \
-    read_metrics, run_arm, study_results
+from alexnet.experiments.common import (
+    SMALL_RECIPE,
+    Arm,
+    ArmRun,
+    begin,
+    error_rate,
+    finish,
+    read_metrics,
+    run_arm,
+    study_results,
+)
 from alexnet.report.plots import save_figure
 from alexnet.run.layout import METRICS
 from alexnet.runtime.device import pick_device
@@ -136,7 +145,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     b = [r["batch_size"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
     for ax, key, label in zip(axes, ("test_acc", "images_per_sec", "peak_memory_mib"),
-                              ("test accuracy", "training images/s", "peak memory, MiB")):
+                              ("test accuracy", "training images/s", "peak memory, MiB"), strict=True):
         ax.plot(b, [r[key] if r[key] is not None else float("nan") for r in rows], "o-")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")

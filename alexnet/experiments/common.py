@@ -19,13 +19,14 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from alexnet.base.errors import AlexNetError
-from alexnet.base.files import atomic_write
+from alexnet.base.files import atomic_write, output_dir
 from alexnet.config import Config, apply_overrides, load_config, load_preset
 from alexnet.data.run import load_split, make_loader
 from alexnet.eval.evaluate import evaluate
@@ -35,7 +36,7 @@ from alexnet.run.trained import load_trained
 from alexnet.runtime.device import cpu_features
 from alexnet.runtime.precision import resolve_precision
 from alexnet.training.guards import Diverged
-from alexnet.training.trainer import train
+from alexnet.training.run import train
 
 BUDGETS = ("small", "full", "tiny")  # tiny: seconds, a smoke test whose numbers mean nothing
 PLOT = "plot.png"
@@ -83,7 +84,7 @@ def check_budget(budget: str, table: dict) -> dict:
 
 def start_study(out: Path, study: str, budget: str) -> Path:
     """Create DIR, or check that it holds this study at this budget (so a re-run resumes it)."""
-    out = Path(out)
+    out = output_dir(out)
     previous = out / "results.json"
     if previous.exists():
         try:
@@ -93,7 +94,7 @@ def start_study(out: Path, study: str, budget: str) -> Path:
         if (old.get("study"), old.get("budget")) != (study, budget):
             raise AlexNetError(f"{out} holds the {old.get('study')!r} study at budget {old.get('budget')!r}; "
                                f"choose another --out")
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    output_dir(out / "runs")
     return out
 
 
@@ -214,7 +215,7 @@ def _cell(value) -> str:
 
 
 def study_results(info: dict, doc: str, title: str, t0: float, notes: list[str], summary: dict, *,
-                  out: Path, runs: list[ArmRun] = (), dataset: str | None = None) -> dict:
+                  out: Path, runs: Sequence[ArmRun] = (), dataset: str | None = None) -> dict:
     """What every study's results.json holds: `info` from `begin`, the claim (the first paragraph of the study
     module's docstring), notes, dataset, the study's own summary, each arm's record, and the wall time."""
     results = {**info, "title": title, "claim": " ".join(doc.split("\n\n")[0].split()), "notes": notes}

@@ -12,12 +12,20 @@ they are bound by memory bandwidth, not by compute.
 
 import time
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 
 from alexnet.analysis.summary import Summary, summarize
-from alexnet.experiments.common import check_budget, finish, machine, markdown_table, provenance, start_study, \
-    study_results
+from alexnet.experiments.common import (
+    check_budget,
+    finish,
+    machine,
+    markdown_table,
+    provenance,
+    start_study,
+    study_results,
+)
 from alexnet.models import create_model, model_info
 from alexnet.report.plots import save_figure
 
@@ -51,7 +59,7 @@ def stages(summary: Summary) -> list[dict]:
 
 def blocks(summary: Summary) -> dict[str, dict]:
     """Convolutional block (features, pooling, flatten) vs fully connected block (classifier)."""
-    out = {b: {key: 0 for key in METRICS} for b in ("conv", "fc")}
+    out: dict[str, dict[str, Any]] = {b: dict.fromkeys(METRICS, 0) for b in ("conv", "fc")}
     for layer in summary.layers:
         block = out["fc" if layer.name.startswith("classifier") else "conv"]
         for key in METRICS:
@@ -92,7 +100,7 @@ def plot(models: list[dict], path: Path) -> None:
     names = [s["stage"] for s in models[0]["stages"]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), sharey=True)
     width = 0.8 / len(models)
-    for ax, key in zip(axes, METRICS):
+    for ax, key in zip(axes, METRICS, strict=True):
         for i, m in enumerate(models):
             by_stage = {s["stage"]: 100 * s[key] / max(m[totals[key]], 1) for s in m["stages"]}
             ax.bar([j + (i - (len(models) - 1) / 2) * width for j in range(len(names))],

@@ -9,6 +9,7 @@ the hidden FC layers, and random crops + flips, each adding one change to the ar
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, study_results, train_set_accuracy
 from alexnet.report.plots import save_figure
@@ -63,7 +64,7 @@ def plot(runs: list[ArmRun], path: Path, title: str) -> None:
         ax.plot([r["epoch"] for r in run.history], [r["test_acc"] for r in run.history], "o-", ms=3,
                 label=run.arm.label)
     ax.set_xlabel("epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy")
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.4)

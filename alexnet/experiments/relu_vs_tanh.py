@@ -15,6 +15,7 @@ development machine, and a 20% target both nets reach within the budget.
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, study_results
 from alexnet.report.plots import save_figure
@@ -52,7 +53,8 @@ def time_to_target(history: list[dict], target: float) -> tuple[int | None, int 
 
 
 def summarize_runs(runs: list[ArmRun], target: float) -> dict:
-    per_arm, best = {}, {}
+    per_arm: dict[str, dict] = {}
+    best: dict[str, tuple] = {}
     for run in runs:
         epochs, steps = time_to_target(run.history, target)
         errors = [round(1.0 - r["train_acc"], 4) for r in run.history]
@@ -77,7 +79,7 @@ def plot(runs: list[ArmRun], target: float, path: Path, dataset: str) -> None:
                 "-" if act == "relu" else "--", marker="o", ms=3, label=run.arm.label)
     ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:.0%}")
     ax.set_xlabel("epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("training error (epoch average)")
     ax.set_title(f"cifar4 on {dataset}: ReLU (solid) vs tanh (dashed)")
     ax.grid(True, alpha=0.4)

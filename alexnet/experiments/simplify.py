@@ -22,7 +22,7 @@ from alexnet.report.plots import save_figure
 
 NAME = "simplify"
 TITLE = "Simpler AlexNets on Fashion-MNIST: accuracy against throughput (d2l 7.1, exercise 2)"
-D2L = {"model": {"name": "d2l"}, "overrides": {"data.input_size": 224}}
+D2L: dict[str, dict] = {"model": {"name": "d2l"}, "overrides": {"data.input_size": 224}}
 
 
 def _small(width: int, hidden: int, **options) -> dict:

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from alexnet.base.errors import AlexNetError
-from alexnet.base.files import atomic_path
+from alexnet.base.files import IMAGE_SUFFIXES, atomic_path, output_file
 from alexnet.data.run import load_split
+from alexnet.models import ConvNet
 from alexnet.report.plots import save_figure
 from alexnet.run.trained import Trained, load_trained
 
@@ -52,8 +53,6 @@ def filter_mosaic(weight: torch.Tensor) -> tuple[np.ndarray, int, int]:
 
 
 def _save_image(array: np.ndarray, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         plt.imsave(tmp, array)
 
@@ -61,6 +60,7 @@ def _save_image(array: np.ndarray, path: Path) -> None:
 def filters(checkpoint: Path, out_png: Path) -> dict:
     """Draw the first conv layer's kernels; returns {"tiles", "rows", "cols", "kernel", "scale", "path",
     "pixels"}."""
+    out_png = output_file(out_png, IMAGE_SUFFIXES)
     trained = load_trained(checkpoint, "cpu")
     conv = first_conv(trained.model)
     mosaic, rows, cols = filter_mosaic(conv.weight)
@@ -75,6 +75,8 @@ def filters(checkpoint: Path, out_png: Path) -> dict:
 def hidden_features(trained: Trained, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """uint8 (N, C, H, W) -> (N, D) activations of the last hidden layer (input of the final Linear)."""
     model = trained.model
+    if not isinstance(model, ConvNet):
+        raise AlexNetError(f"{type(model).__name__} has no classifier to take hidden features from")
     head = model.classifier[:-1]  # eval mode: dropout is the identity
     out = []
     for chunk in images.split(batch_size):
@@ -89,6 +91,7 @@ def neighbours(checkpoint: Path, out_png: Path, n_queries: int = 5, k: int = 6, 
     """Pick `n_queries` random images of `split` and draw each with its `k` nearest training images (by the
     Euclidean distance of their last-hidden-layer activations). The training images are the run's own training
     set (its `data.train_subset` included), or its first `train_limit`. Returns the indices drawn."""
+    out_png = output_file(out_png, IMAGE_SUFFIXES)
     if n_queries < 1 or k < 1:
         raise AlexNetError(f"n_queries and k must be >= 1, got {n_queries} and {k}")
     if split not in ("train", "test"):
@@ -109,7 +112,9 @@ def neighbours(checkpoint: Path, out_png: Path, n_queries: int = 5, k: int = 6, 
     picks = torch.randperm(len(query.labels), generator=torch.Generator().manual_seed(seed))[:n_queries]
     q = hidden_features(trained, query.images[picks])
     bank = hidden_features(trained, train_images)
-    distances, nearest = torch.cdist(q, bank).topk(k, dim=1, largest=False)  # (n_queries, k), nearest first
+    # the direct form: the matmul form (|a|^2 + |b|^2 - 2ab) cancels badly when an image is its own neighbour
+    distances = torch.cdist(q, bank, compute_mode="donot_use_mm_for_euclid_dist")
+    distances, nearest = distances.topk(k, dim=1, largest=False)  # (n_queries, k), nearest first
     _draw_neighbours(query.images[picks], train_images[nearest.flatten()], query.labels[picks],
                      train_labels[nearest.flatten()], train.classes, k, out_png)
     return {"split": split, "queries": picks.tolist(), "neighbours": nearest.tolist(),
@@ -118,12 +123,11 @@ def neighbours(checkpoint: Path, out_png: Path, n_queries: int = 5, k: int = 6, 
 
 def _draw_neighbours(queries, found, query_labels, found_labels, classes, k: int, path: Path) -> None:
     n = len(queries)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(n, k + 1, figsize=(1.3 * (k + 1), 1.4 * n), squeeze=False)
     for i in range(n):
         row = [(queries[i], query_labels[i], "query")] + \
               [(found[i * k + j], found_labels[i * k + j], f"#{j + 1}") for j in range(k)]
-        for ax, (image, label, tag) in zip(axes[i], row):
+        for ax, (image, label, tag) in zip(axes[i], row, strict=True):
             picture = image.permute(1, 2, 0).numpy()
             ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
             ax.set_title(f"{tag}: {classes[int(label)]}", fontsize=6, color="C3" if tag == "query" else "black")

@@ -7,7 +7,7 @@ are written with, `lrn.py` the paper's local response normalisation. Imports not
 from alexnet.models import alexnet, lenet  # noqa: F401  (registers the models)
 from alexnet.models.layers import AlexNet, ConvNet, LeNet, initialise, out_size
 from alexnet.models.lrn import LocalResponseNorm
-from alexnet.models.registry import create_model, list_models, model_info, model_options, register_model
+from alexnet.models.registry import create_model, list_models, min_input_size, model_info, model_options, register_model
 
 __all__ = ["AlexNet", "ConvNet", "LeNet", "LocalResponseNorm", "create_model", "initialise", "list_models",
-           "model_info", "model_options", "out_size", "register_model"]
+           "min_input_size", "model_info", "model_options", "out_size", "register_model"]

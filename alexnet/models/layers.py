@@ -11,8 +11,9 @@ paper's two-GPU connectivity), `remove_conv` (k: conv k and its activation and L
 kept: the paper's depth ablation), `pooling` (max | avg), `init`.
 """
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -20,7 +21,8 @@ from torch import nn
 from alexnet.base.errors import AlexNetError
 from alexnet.models.lrn import LocalResponseNorm
 
-ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh,
+                                                   "sigmoid": nn.Sigmoid}
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 INITS = ("paper", "xavier", "kaiming", "default")
 # Section 5: "We initialized the neuron biases in the second, fourth, and fifth convolutional layers, as well as
@@ -71,6 +73,9 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+Net = TypeVar("Net", bound=ConvNet)
 
 
 class AlexNet(ConvNet):
@@ -182,8 +187,8 @@ class Layers:
     def dropout(self) -> nn.Dropout:
         return nn.Dropout(self.o.dropout)
 
-    def build(self, cls: type[ConvNet], features: list, classifier: list, avgpool: nn.Module | None = None,
-              *, bias_one: frozenset[str] = PAPER_BIAS_ONE) -> ConvNet:
+    def build(self, cls: type[Net], features: list, classifier: list, avgpool: nn.Module | None = None,
+              *, bias_one: frozenset[str] = PAPER_BIAS_ONE) -> Net:
         remove = getattr(self.o, "remove_conv", None)
         if remove is not None and remove > self.convs:
             raise AlexNetError(f"{self.name}: remove_conv must be in 1..{self.convs}, got {remove}")
@@ -194,13 +199,16 @@ class Layers:
         return net
 
     def _shrink(self, kernel: int, stride: int, padding: int, where: str) -> None:
-        self.h, self.w = out_size(self.h, kernel, stride, padding), out_size(self.w, kernel, stride, padding)
-        if self.h < 1 or self.w < 1:
+        """The map after a window of `kernel`; a window larger than the map it slides over (padding aside)
+        would see mostly padding: the input is too small for this net."""
+        if self.h < kernel or self.w < kernel:
             c, (h, w) = self.o.in_channels, self.input_size
-            raise AlexNetError(f"{self.name}: input {c}x{h}x{w} is too small, the feature map vanishes at {where}")
+            raise AlexNetError(f"{self.name}: input {c}x{h}x{w} is too small: {where}'s {kernel}x{kernel} window is "
+                               f"larger than its {self.h}x{self.w} input")
+        self.h, self.w = out_size(self.h, kernel, stride, padding), out_size(self.w, kernel, stride, padding)
 
 
-def initialise(model: nn.Module, init: str, bias_one: list[nn.Module] = ()) -> None:
+def initialise(model: nn.Module, init: str, bias_one: Sequence[nn.Module] = ()) -> None:
     """`paper`: weights ~ N(0, 0.01), biases 1 in `bias_one` (conv2, conv4, conv5 and the hidden FC layers),
     else 0 (section 5). `xavier`: Xavier-uniform weights, as d2l's `train_ch6` does (biases keep PyTorch's
     default). `kaiming`: He-normal weights for ReLU (fan_out, as torchvision's VGG), zero biases: keeps the
@@ -213,12 +221,14 @@ def initialise(model: nn.Module, init: str, bias_one: list[nn.Module] = ()) -> N
             continue
         if init == "paper":
             nn.init.normal_(module.weight, mean=0.0, std=0.01)
-            nn.init.constant_(module.bias, 1.0 if id(module) in ones else 0.0)
+            if module.bias is not None:
+                nn.init.constant_(module.bias, 1.0 if id(module) in ones else 0.0)
         elif init == "xavier":
             nn.init.xavier_uniform_(module.weight)
         elif init == "kaiming":
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def _check(name: str, o) -> None:

@@ -11,7 +11,7 @@
 Written with the AlexNets' `Layers`, so they share their head, forward methods and options (`pooling` is theirs).
 """
 
-from alexnet.models.layers import LeNet, LeNetOptions, Layers
+from alexnet.models.layers import Layers, LeNet, LeNetOptions
 from alexnet.models.registry import register_model
 
 

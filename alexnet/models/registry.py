@@ -3,9 +3,11 @@
 registry holds the model's defaults as an instance of it, and checks names and types of what a caller passes."""
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+import torch
 from torch import nn
 
 from alexnet.base.errors import AlexNetError
@@ -53,6 +55,25 @@ def create_model(name: str, **options) -> nn.Module:
     for key, value in options.items():
         _check_type(name, key, value, getattr(info.options, key))
     return info.builder(dataclasses.replace(info.options, **options))
+
+
+def min_input_size(name: str, **options) -> int | None:
+    """The smallest square input (px) the model takes with these options, or None if none up to 4096 does.
+    Built on the meta device (nothing allocated); a bisection, since a larger input never makes a map vanish."""
+    def fits(size: int) -> bool:
+        try:
+            with torch.device("meta"):
+                create_model(name, **{**options, "input_size": size})
+        except AlexNetError:
+            return False
+        return True
+    low, high = 0, 4096  # invariant: low does not fit (0 never does), high does
+    if not fits(high):
+        return None
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if fits(mid) else (mid, high)
+    return high
 
 
 def _check_type(model: str, key: str, value, default) -> None:

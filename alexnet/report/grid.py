@@ -2,17 +2,17 @@
 configured `alexnet.data.pipeline.Pipeline`, to check by eye what the network is shown (the paper's section 4.1
 augmentations, or a preset's)."""
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from matplotlib.figure import Figure
 
-from alexnet.base.files import atomic_path
+from alexnet.base.files import IMAGE_SUFFIXES, atomic_path, output_file
 from alexnet.config import Config
-from alexnet.data.datasets import load_dataset
-from alexnet.data.pipeline import Pipeline, build_pipeline, compute_stats
-from alexnet.data.run import FOLDER_STATS_IMAGES
+from alexnet.data.datasets import Dataset, load_dataset
+from alexnet.data.pipeline import Pipeline, compute_stats
+from alexnet.data.run import FOLDER_STATS_IMAGES, run_pipeline
 
 CELL_INCHES = 1.4  # each image drawn 1.4 x 1.4 inches (140 px at the default 100 dpi)
 
@@ -28,7 +28,7 @@ def augment_grid(images: torch.Tensor, pipeline: Pipeline, out: Path, *, samples
                  labels: torch.Tensor | Sequence[int] | None = None) -> Path:
     """Draw `samples` images (a seeded random choice from uint8 `images` (N, C, H, W)) and `variants`
     augmented versions of each, un-normalised with the pipeline's stats; write the PNG atomically to `out`."""
-    out = Path(out)
+    out = output_file(out, IMAGE_SUFFIXES)
     n = images.shape[0]
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:min(samples, n)]
     originals = images[pick.to(images.device)]
@@ -41,7 +41,10 @@ def augment_grid(images: torch.Tensor, pipeline: Pipeline, out: Path, *, samples
     stats = pipeline.stats
     mean = torch.tensor(stats.mean, device=augmented.device).view(1, -1, 1, 1)
     std = torch.tensor(stats.std, device=augmented.device).view(1, -1, 1, 1)
-    augmented = (augmented * std + mean).view(variants, rows, *augmented.shape[1:])
+    # back to [0, 1] for display; after a mean-image subtraction and a crop, the per-channel mean stands in for
+    # the mean image's pixels (close enough to look at)
+    scale = 1 / 255 if pipeline.normalize == "mean_image" else std
+    augmented = (augmented * scale + mean).view(variants, rows, *augmented.shape[1:])
 
     cols = variants + 1
     fig = Figure(figsize=(CELL_INCHES * cols, CELL_INCHES * rows), layout="constrained")
@@ -60,7 +63,6 @@ def augment_grid(images: torch.Tensor, pipeline: Pipeline, out: Path, *, samples
             axes[r][0].set_ylabel(str(classes[int(labels[int(pick[r])])]), fontsize=8)
 
     # Atomic: a reader (or a crash mid-write) never sees half a PNG.
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     return out
@@ -69,14 +71,14 @@ def augment_grid(images: torch.Tensor, pipeline: Pipeline, out: Path, *, samples
 def draw_augmentations(cfg: Config, out: Path, *, samples: int = 8, variants: int = 5, seed: int = 0) -> Pipeline:
     """The grid of `cfg`'s training augmentations on its training images; returns the pipeline drawn. An image
     folder is sampled (a seeded draw of decoded images for the statistics and the picture), not decoded whole."""
-    d = cfg.data
+    out, d = output_file(out, IMAGE_SUFFIXES), cfg.data
     data = load_dataset(d.dataset, "train", d.data_dir, d.download, image_size=d.image_size)
-    if d.dataset == "folder":
+    if not isinstance(data, Dataset):  # a folder: a seeded sample, decoded
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:FOLDER_STATS_IMAGES]
         images, labels = data.decode(pick.tolist()), data.labels[pick]
     else:
         images, labels = data.images, data.labels
-    pipeline = build_pipeline(d.train_augment, input_size=d.input_size, stats=compute_stats(images))
+    pipeline = run_pipeline(cfg, compute_stats(images), train=True)
     augment_grid(images, pipeline, out, samples=samples, variants=variants, seed=seed, classes=data.classes,
                  labels=labels)
     return pipeline

@@ -1,14 +1,13 @@
-"""Figures: training curves drawn as d2l's `train_ch6` draws them (train loss, train acc, test acc against
-epochs on one axis), and a confusion matrix. Saved atomically (temp file, then rename)."""
+"""Figures: training curves drawn as d2l's `train_ch6` draws them (train loss, train and test accuracy against
+epochs on one axis), and a confusion matrix. Saved atomically (temp file, then rename). The backend is left to
+matplotlib (Agg where there is no display; a notebook's own inline backend stays in place)."""
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from alexnet.base.files import atomic_path  # noqa: E402
+from alexnet.base.files import atomic_path
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -16,23 +15,34 @@ def save_figure(fig, path: Path) -> Path:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120, bbox_inches="tight")
     finally:
-        plt.close(fig)
+        plt.close(fig)  # a pyplot figure; a plain Figure is simply dropped
     return Path(path)
 
 
-def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
+def curves_figure(history: list[dict], title: str = "") -> Figure:
+    """Train loss, train accuracy, validation and test accuracy against epochs, on one axis as d2l draws them;
+    markers, so that a single epoch shows as points."""
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(epochs, [r["train_loss"] for r in history], "-", label="train loss")
-    ax.plot(epochs, [r["train_acc"] for r in history], "m--", label="train acc")
-    ax.plot(epochs, [r["test_acc"] for r in history], "g-.", label="test acc")
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(epochs, [r["train_loss"] for r in history], "-o", ms=3, label="train loss")
+    ax.plot(epochs, [r["train_acc"] for r in history], "m--o", ms=3, label="train acc")
+    if any(r.get("val_acc") is not None for r in history):
+        val = [float("nan") if r.get("val_acc") is None else r["val_acc"] for r in history]
+        ax.plot(epochs, val, "c:o", ms=3, label="val acc")
+    ax.plot(epochs, [r["test_acc"] for r in history], "g-.o", ms=3, label="test acc")
     ax.set_xlabel("epoch")
-    ax.set_xlim(min(epochs) - 0.1, max(epochs) + 0.1)
+    if epochs:
+        ax.set_xlim(min(epochs) - 0.1 - (len(epochs) == 1) * 0.9, max(epochs) + 0.1 + (len(epochs) == 1) * 0.9)
     ax.grid(True, alpha=0.4)
     ax.legend()
     if title:
         ax.set_title(title)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
+    return save_figure(curves_figure(history, title), path)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> Path:
@@ -47,6 +57,6 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, confusion[i][j], ha="center", va="center", fontsize=7,
+                ax.text(j, i, str(confusion[i][j]), ha="center", va="center", fontsize=7,
                         color="white" if confusion[i][j] > peak / 2 else "black")
     return save_figure(fig, path)

@@ -1,4 +1,5 @@
-"""The run folder's human side: `curves.png` and `report.md` (configuration, final figures, every epoch)."""
+"""The run folder's human side: `curves.png` and `report.md` (where it ran, configuration, final figures, every
+epoch), rewritten after every epoch so that a run in progress can be read."""
 
 from pathlib import Path
 
@@ -7,31 +8,47 @@ from alexnet.config import Config
 from alexnet.report.plots import plot_curves
 
 
-def write_run_report(out: Path, cfg: Config, history: list[dict], classes: list[str]) -> Path:
+def write_run_report(out: Path, cfg: Config, history: list[dict], classes: list[str], info: dict) -> Path:
+    """`info`: what the run resolved (device, torch, host, precision and why, split sizes and sources)."""
     out = Path(out)
     if not history:
         return out
     plot_curves(history, out / "curves.png", title=f"{cfg.preset}: {cfg.model.name} on {cfg.data.dataset}")
     last = history[-1]
-    best = max(history, key=lambda r: r["test_acc"])
+    chooser = "val_acc" if last.get("val_acc") is not None else "test_acc"
+    best = max(history, key=lambda r: r[chooser])
+    k = last.get("top_k", 5) or len(classes)
     rows = "\n".join(
-        f"| {r['epoch']} | {r['train_loss']:.4f} | {r['train_acc']:.4f} | {r['test_acc']:.4f} | "
-        f"{r['test_top5']:.4f} | {r['lr']:.3g} | {r['images_per_sec']:.0f} | {r['wall_s']:.1f} |" for r in history)
-    text = f"""# Run report: {cfg.preset}
+        f"| {r['epoch']} | {r['train_loss']:.4f} | {r['train_acc']:.4f} | {_acc(r.get('val_acc'))} | "
+        f"{r['test_acc']:.4f} | {r['test_top5']:.4f} | {r['lr']:.3g} | {r['images_per_sec']:.0f} | "
+        f"{r['wall_s']:.1f} |" for r in history)
+    sizes, sources = info.get("data_sizes", {}), info.get("data_sources", {})
+    state = "finished" if last["epoch"] == cfg.train.epochs else f"in progress ({last['epoch']} of {cfg.train.epochs})"
+    text = f"""# Run report: {cfg.preset} ({state})
 
 Model `{cfg.model.name}` {cfg.model.options or ''} on `{cfg.data.dataset}` ({len(classes)} classes),
 input {cfg.data.input_size}x{cfg.data.input_size}, batch {cfg.train.batch_size}, {cfg.train.epochs} epochs,
 SGD lr {cfg.optim.lr} ({cfg.optim.schedule}), momentum {cfg.optim.momentum}, weight decay {cfg.optim.weight_decay},
-precision {cfg.train.precision}, seed {cfg.train.seed}. Full configuration: `config.yaml`.
+seed {cfg.train.seed}. Full configuration: `config.yaml`.
 
-**Final:** test accuracy {last['test_acc']:.4f} (top-5 {last['test_top5']:.4f}), train accuracy
-{last['train_acc']:.4f}, train loss {last['train_loss']:.4f}, after {last['wall_s']:.1f} s of training and
-evaluation. **Best:** test accuracy {best['test_acc']:.4f} at epoch {best['epoch']} (`best.pt`).
+Ran on {info.get('device', '?')} (host {info.get('host', '?')}, torch {info.get('torch', '?')}), precision
+{info.get('precision', cfg.train.precision)}{' + channels_last' if info.get('channels_last') else ''}
+({info.get('reason', '')}). Data: {sources.get('train', '?')}; train {sizes.get('train', 0):,}, validation
+{sizes.get('val', 0):,}, test {sizes.get('test', 0):,} images; validation: {sources.get('val', '?')}.
+
+**Final:** test accuracy {last['test_acc']:.4f} (top-{k} {last['test_top5']:.4f}), validation accuracy
+{_acc(last.get('val_acc'))}, train accuracy {last['train_acc']:.4f}, train loss {last['train_loss']:.4f}, after
+{last['wall_s']:.1f} s of training and evaluation. **Best** by {chooser.replace('_acc', '')} accuracy: epoch
+{best['epoch']} (`best.pt`: validation {_acc(best.get('val_acc'))}, test {best['test_acc']:.4f}).
 
 ![curves](curves.png)
 
-| epoch | train loss | train acc | test acc | test top-5 | lr | images/s | wall s |
-|---|---|---|---|---|---|---|---|
+| epoch | train loss | train acc | val acc | test acc | test top-{k} | lr | images/s | wall s |
+|---|---|---|---|---|---|---|---|---|
 {rows}
 """
     return atomic_write(out / "report.md", text)
+
+
+def _acc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

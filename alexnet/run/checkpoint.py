@@ -6,41 +6,66 @@ crafted checkpoint cannot run code. The RNG states of Python, NumPy and torch (C
 resumed run may see a different number of GPUs) travel along.
 """
 
+import io
 import json
+import pickle
 import random
+import re
+import warnings
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from alexnet.base.errors import AlexNetError
+from alexnet.base.errors import AlexNetError, one_line
 from alexnet.base.files import atomic_path, atomic_write
 from alexnet.config import Config
 
 # A resumed run may differ from the run that wrote the checkpoint in these keys only. optim.lr is one: the paper
 # divided the learning rate by hand, which is `--resume --lr X` here.
 RESUMABLE_CHANGES = {"optim.lr", "train.epochs", "train.device", "train.threads", "train.checkpoint_every_steps",
+                     "train.log_every_steps", "train.estimate_steps", "train.tensorboard", "train.init_from",
                      "data.data_dir", "data.workers", "data.download"}
 
 
 def atomic_save(obj, path: Path) -> None:
+    """torch.save, atomically. Serialised in memory first: torch's own file writer reports a full disk as an
+    opaque "unexpected pos" error, a plain write as ENOSPC, which `atomic_path` turns into one line."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """A checkpoint's contents: tensors, numbers, strings, lists and dicts only (`weights_only`). Anything else
+    is refused with one line saying what the file is, never with torch's advice to turn the check off."""
     path = Path(path)
     if not path.is_file():
-        raise AlexNetError(f"no checkpoint at {path}")
+        raise AlexNetError(f"no checkpoint at {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    if not zipfile.is_zipfile(path):
+        raise AlexNetError(f"{path} is not an alexnet checkpoint: not a complete PyTorch zip archive "
+                           f"(truncated, or another kind of file)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated zip, foreign pickle, ...: all the same to the user
-        raise AlexNetError(f"cannot load checkpoint {path}: {type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else 'corrupt file'}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise AlexNetError(f"{path} is refused: it holds Python objects{what} beyond tensors and plain data, and "
+                           f"checkpoints are loaded without running code") from None
+    except Exception as error:  # a damaged archive can fail in many ways; all the same to the user
+        raise AlexNetError(f"{path} is a damaged checkpoint ({one_line(error)[:200]})") from None
+    if not isinstance(state, dict):
+        raise AlexNetError(f"{path} is not an alexnet checkpoint (it holds a {type(state).__name__})")
+    return state
 
 
-def rng_state() -> dict:
-    np_state = np.random.get_state()
+def rng_state() -> dict[str, Any]:
+    np_state: Any = np.random.get_state()  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
     version, internal, gauss = random.getstate()
     return {
         "python": {"version": version, "internal": list(internal), "gauss": gauss},

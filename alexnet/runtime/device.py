@@ -57,8 +57,13 @@ def cpu_features() -> CpuFeatures:
     # torch's own probes (private, so looked up defensively): the ISA oneDNN will actually use.
     bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    has_amx = bool(amx and amx())
-    return CpuFeatures(model, torch.backends.cpu.get_cpu_capability(), bool(bf16 and bf16()) or has_amx, has_amx)
+    has_amx, has_bf16 = bool(amx and amx()), bool(bf16 and bf16())
+    # oneDNN can be capped below what the CPU has (ONEDNN_MAX_CPU_ISA=AVX2, say): then its bf16 is emulated
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if cap != "ALL":
+        has_amx = has_amx and "AMX" in cap
+        has_bf16 = has_bf16 and ("BF16" in cap or "AMX" in cap)
+    return CpuFeatures(model, torch.backends.cpu.get_cpu_capability(), has_bf16 or has_amx, has_amx)
 
 
 def device_name(device: torch.device) -> str:

@@ -9,17 +9,17 @@ import torch
 import torch.distributed as dist
 
 
-
 @dataclass(frozen=True)
 class DistEnv:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
     restart_count: int = 0  # torchrun's elastic restarts so far (TORCHELASTIC_RESTART_COUNT)
+    launched: bool = False  # started by torchrun: a process group even for one process (NCCL runs as it would)
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -30,7 +30,8 @@ class DistEnv:
         env = os.environ
         return cls(rank=int(env.get("RANK", 0)), local_rank=int(env.get("LOCAL_RANK", 0)),
                    world_size=int(env.get("WORLD_SIZE", 1)),
-                   restart_count=int(env.get("TORCHELASTIC_RESTART_COUNT", 0)))
+                   restart_count=int(env.get("TORCHELASTIC_RESTART_COUNT", 0)),
+                   launched="TORCHELASTIC_RUN_ID" in env)
 
 
 def init(env: DistEnv, device: torch.device) -> None:

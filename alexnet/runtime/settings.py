@@ -3,7 +3,8 @@ model or the Trainer, and put back afterwards so that whatever runs next in the 
 d2l baseline measured beside ours) gets torch's defaults."""
 
 import contextlib
-from typing import Iterator
+import os
+from collections.abc import Iterator
 
 import torch
 
@@ -19,6 +20,8 @@ def torch_settings(device: torch.device, *, threads: int = 0, deterministic: boo
         torch.backends.cudnn.benchmark = not deterministic
         if device.type == "cuda":
             torch.set_float32_matmul_precision("high")
+            if deterministic:  # cuBLAS is deterministic only with a fixed workspace, set before its first use
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
         with num_threads(threads):
             yield

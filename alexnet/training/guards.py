@@ -1,6 +1,7 @@
 """What keeps a run alive or stops it cleanly: SIGINT / SIGTERM handling, the NaN / inf guard, and a
 fault-injection hook that the crash tests use to kill a run at an exact step."""
 
+import contextlib
 import os
 import signal
 
@@ -32,10 +33,9 @@ class SignalFlag:
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            # not the main thread (e.g. called from a notebook worker): leave signals alone
+            with contextlib.suppress(ValueError):
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. called from a notebook worker): leave signals alone
-                pass
         return self
 
     def _handle(self, signum, _frame):

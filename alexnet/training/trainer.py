@@ -1,4 +1,4 @@
-"""`alexnet train`: config -> data, model, optimizer on the device -> epochs of (train, evaluate, checkpoint).
+"""The Trainer: config -> data, model, optimizer on the device -> epochs of (train, evaluate, checkpoint).
 
 Reproducibility: every step re-seeds torch's generators (dropout) and the augmentation generator from
 (seed, rank, step), and the data order of an epoch is a function of (seed, epoch). A run resumed from any
@@ -10,32 +10,35 @@ and scales its summed loss by world_size / global batch, so DDP's gradient avera
 global mean loss: the same update as one process with the same batch, whatever the number of ranks.
 """
 
+import copy
+import itertools
 import json
-import sys
+import socket
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from alexnet.base.errors import AlexNetError
-from alexnet.config import Config, build_model, save_config
+from alexnet.config import Config, build_model
 from alexnet.data.pipeline import Stats
-from alexnet.data.run import RunData, prepare_data, validate
+from alexnet.data.run import RunData, prepare_data
 from alexnet.eval.evaluate import evaluate
+from alexnet.eval.metrics import EvalResult
 from alexnet.report.run_report import write_run_report
-from alexnet.run.checkpoint import (atomic_save, best_state, check_resumable, load_checkpoint, rng_state,
-                                    set_rng_state, write_metrics)
-from alexnet.run.layout import BEST, CHECKPOINT, CONFIG, METRICS, RANKS
+from alexnet.run.checkpoint import atomic_save, best_state, rng_state, set_rng_state, write_metrics
+from alexnet.run.layout import BEST, CHECKPOINT, METRICS, RANKS
 from alexnet.runtime import distributed
-from alexnet.runtime.device import pick_device
+from alexnet.runtime.device import device_name, sync
 from alexnet.runtime.distributed import DistEnv
 from alexnet.runtime.precision import resolve_precision
 from alexnet.runtime.seeding import derived_seed
-from alexnet.runtime.settings import torch_settings
 from alexnet.training.guards import DivergenceGuard, Interrupted, SignalFlag, fault_injection
+from alexnet.training.monitor import Monitor
 from alexnet.training.optim import LRSchedule, build_optimizer
 
 STOP_CHECK_EVERY = 10  # distributed: agree on a stop request every N steps (an all-reduce, so not every step)
@@ -60,21 +63,22 @@ class Trainer:
     `load_state_dict()`. Process-wide torch settings are the caller's (`alexnet.runtime.settings`)."""
 
     def __init__(self, cfg: Config, out: Path, env: DistEnv, device: torch.device, *, quiet: bool = False,
-                 stats: Stats | None = None):
+                 stats: Stats | None = None, model: torch.nn.Module | None = None, display=None):
         self.cfg, self.out, self.env, self.device = cfg, Path(out), env, device
-        self.quiet = quiet or not env.is_main
         t = cfg.train
         self.precision = resolve_precision(t.precision, device, t.channels_last)
         torch.manual_seed(t.seed)
         self.data: RunData = prepare_data(cfg, env, device, stats)  # a resumed run keeps its statistics
-        model = build_model(cfg, num_classes=len(self.data.classes))
-        self.model = model.to(device, memory_format=self.precision.memory_format)
+        if model is None:  # the config's model; `alexnet.fit` brings its own
+            model = build_model(cfg, num_classes=len(self.data.classes))
+        self.model = model.to(device).to(memory_format=self.precision.memory_format)
         net = self.model
         if env.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[device.index] if device.type == "cuda" else None)
-        self.net = torch.compile(net) if t.compile else net
-        self.eval_net = torch.compile(self.model) if t.compile else self.model
+        # torch.compile returns a callable wrapper of the module (with its methods): typed as the module it wraps
+        self.net: torch.nn.Module = cast(torch.nn.Module, torch.compile(net)) if t.compile else net
+        self.eval_net: torch.nn.Module = cast(torch.nn.Module, torch.compile(self.model)) if t.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim, device)
         self.schedule = LRSchedule(cfg.optim, len(self.data.train), t.epochs)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
@@ -82,6 +86,12 @@ class Trainer:
         self.progress = Progress()
         self.guard = DivergenceGuard(self.schedule.lr)
         self.fire_fault = fault_injection(env.rank, env.restart_count)
+        self.monitor = Monitor(out, cfg, enabled=env.is_main, quiet=quiet, display=display)
+        self.record_base = {"device": device_name(device), "torch": str(torch.__version__),
+                            "host": socket.gethostname()}
+        self.run_info = {**self.record_base, **self.precision.to_dict(), "world_size": env.world_size,
+                         "parameters": sum(p.numel() for p in self.model.parameters()),
+                         "data_sizes": self.data.sizes, "data_sources": self.data.sources}
         self._started = time.perf_counter()
 
     # ----------------------------------------------------------------------------------------------- state
@@ -123,13 +133,42 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self) -> list[dict]:
-        with SignalFlag() as stop:
-            self.stop = stop
-            for epoch in range(self.progress.epoch, self.cfg.train.epochs):
-                self.train_epoch(epoch)
-                self.end_epoch(epoch)
+        self._started = time.perf_counter()  # the run's clock: training and evaluation, not set-up or estimate
+        try:
+            with SignalFlag() as stop:
+                self.stop = stop
+                for epoch in range(self.progress.epoch, self.cfg.train.epochs):
+                    self.train_epoch(epoch)
+                    self.end_epoch(epoch)
+        finally:
+            self.monitor.close()
         self.check_ranks_agree()
         return self.progress.history
+
+    def seconds_per_step(self, steps: int) -> float | None:
+        """A timed warm-up for the start-up estimate: `steps` + 1 real training steps on the next batches (the
+        first one, which pays for cuDNN autotuning, torch.compile and allocator growth, is not timed), then
+        the weights, optimizer, scaler and RNG states put back exactly: the run continues as if none had been
+        taken. None when `steps` is 0."""
+        if steps < 1:
+            return None
+        saved = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
+                 self.scaler.state_dict(), rng_state())
+        p, times = self.progress, []
+        self.net.train()
+        for batch in itertools.islice(self.data.train.batches(p.epoch, p.step_in_epoch), steps + 1):
+            t0 = time.perf_counter()
+            self.train_step(batch)
+            sync(self.device)
+            times.append(time.perf_counter() - t0)
+        self.guard.flush()  # a warm-up step that diverged stops the run here, before anything is written
+        self.guard = DivergenceGuard(self.schedule.lr)
+        self.model.load_state_dict(saved[0])
+        self.optimizer.load_state_dict(saved[1])
+        self.scaler.load_state_dict(saved[2])
+        set_rng_state(saved[3])
+        self.optimizer.zero_grad(set_to_none=True)
+        return statistics.median(times[1:]) if len(times) > 1 else (times[0] if times else None)
 
     def check_ranks_agree(self) -> None:
         """DDP keeps replicas equal by construction; check it (per-tensor sums, float64) and record it."""
@@ -146,30 +185,31 @@ class Trainer:
     def train_epoch(self, epoch: int) -> None:
         cfg, p, loader = self.cfg, self.progress, self.data.train
         self.net.train()
-        # (loss sum, correct) of the epoch stay on the device: reading them is a host sync, done only for the
-        # progress bar. Rank 0 carries the sums a mid-epoch checkpoint restored; the reduction adds them once.
+        # (loss sum, correct) of the epoch stay on the device: reading them is a host sync, done only every
+        # log_every_steps. Rank 0 carries the sums a mid-epoch checkpoint restored; the reduction adds them once.
         restored = [p.partial["loss"], p.partial["correct"]] if self.env.is_main else [0.0, 0.0]
         self.sums = torch.tensor(restored, dtype=torch.float64, device=self.device)
         self.seen = int(p.partial["seen"]) if self.env.is_main else 0  # this rank's images, host-side
         seen_before, t0 = self.seen, time.perf_counter()
-        bar = tqdm(total=len(loader), initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=self.quiet or not sys.stderr.isatty(), unit="step", leave=False, dynamic_ncols=True)
+
+        def read() -> dict:
+            loss, correct = (self.sums / max(self.seen, 1)).tolist()
+            rate = (self.seen - seen_before) * self.env.world_size / (time.perf_counter() - t0)
+            return {"loss": loss, "acc": correct, "lr": self.schedule.lr(p.global_step - 1),
+                    "images_per_sec": rate}
+
+        self.monitor.start_epoch(epoch, len(loader), p.step_in_epoch)
         for batch in loader.batches(epoch, p.step_in_epoch):
             self.sums += self.train_step(batch)
             self.seen += len(batch.labels)
             p.global_step += 1
             p.step_in_epoch += 1
             self.fire_fault(p.global_step, self.model)
-            if not bar.disable and (p.step_in_epoch % 10 == 0 or p.step_in_epoch == len(loader)):
-                loss, correct = (self.sums / max(self.seen, 1)).tolist()
-                rate = (self.seen - seen_before) * self.env.world_size / (time.perf_counter() - t0)
-                bar.update(p.step_in_epoch - bar.n)
-                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{correct:.3f}", img_s=f"{rate:.0f}")
+            self.monitor.step(epoch, p.step_in_epoch, len(loader), p.global_step, read)
             every = cfg.train.checkpoint_every_steps
             if every and p.global_step % every == 0 and p.step_in_epoch < len(loader):
                 self.save_checkpoint()
             self._maybe_stop()
-        bar.close()
         self.guard.flush()
         self.epoch_rate = (self.seen - seen_before) * self.env.world_size / (time.perf_counter() - t0)
 
@@ -221,22 +261,30 @@ class Trainer:
         loss, correct, seen = distributed.all_sum(torch.cat([self.sums, seen])).tolist()
         return {"loss": loss, "correct": correct, "seen": seen}
 
+    def evaluate(self, loader) -> EvalResult:
+        return evaluate(self.eval_net, loader, self.data.eval_pipeline, num_classes=len(self.data.classes),
+                        precision=self.precision)
+
     def end_epoch(self, epoch: int) -> None:
-        cfg, p = self.cfg, self.progress
+        p = self.progress
         totals = self._epoch_totals()
-        result = evaluate(self.eval_net, self.data.test, self.data.eval_pipeline,
-                          num_classes=len(self.data.classes), precision=self.precision)
-        lr = self.schedule.lr(max(p.global_step - 1, 0))
+        val = None if self.data.val is None else self.evaluate(self.data.val)
+        test = self.evaluate(self.data.test)
         record = {"epoch": epoch + 1, "train_loss": totals["loss"] / max(totals["seen"], 1),
-                  "train_acc": totals["correct"] / max(totals["seen"], 1), "test_acc": result.top1,
-                  "test_top5": result.top5, "test_loss": result.loss, "test_count": result.count, "lr": lr,
-                  "images_per_sec": self.epoch_rate,
-                  "wall_s": self.wall(), "step": p.global_step}
+                  "train_acc": totals["correct"] / max(totals["seen"], 1),
+                  "val_acc": None if val is None else val.top1, "val_loss": None if val is None else val.loss,
+                  "val_count": 0 if val is None else val.count,
+                  "test_acc": test.top1, "test_top5": test.top5, "test_loss": test.loss, "test_count": test.count,
+                  "top_k": 5 if len(self.data.classes) > 5 else None,  # top-k of k classes says nothing
+                  "lr": self.schedule.lr(max(p.global_step - 1, 0)),
+                  "images_per_sec": self.epoch_rate, "wall_s": self.wall(), "step": p.global_step,
+                  **self.record_base}
         p.history.append(record)
-        self.schedule.end_epoch(result.top1)
+        chosen = test.top1 if val is None else val.top1  # the validation split chooses; the test split reports
+        self.schedule.end_epoch(chosen)
         p.epoch, p.step_in_epoch = epoch + 1, 0
-        improved = result.top1 > p.best_acc
-        p.best_acc = max(p.best_acc, result.top1)
+        improved = chosen > p.best_acc
+        p.best_acc = max(p.best_acc, chosen)
         self.check_weights()
         # checkpoint.pt last: it is the commit point. A kill before it re-runs this epoch on resume (bit-exactly,
         # so best.pt and metrics.jsonl come out the same); a kill after it finds them already written.
@@ -244,51 +292,6 @@ class Trainer:
             if improved:
                 atomic_save(best_state(self.state_dict(), record), self.out / BEST)
             write_metrics(self.out / METRICS, p.history)
+            write_run_report(self.out, self.cfg, p.history, self.data.classes, self.run_info)
         self._write_checkpoint()  # the weights were checked above
-        if self.env.is_main and not self.quiet:
-            print(format_record(record, cfg.train.epochs), flush=True)
-
-
-def format_record(r: dict, epochs: int) -> str:
-    return (f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  loss {r['train_loss']:.3f}  "
-            f"train acc {r['train_acc']:.3f}  test acc {r['test_acc']:.3f}  top-5 {r['test_top5']:.3f}  "
-            f"lr {r['lr']:.3g}  {r['images_per_sec']:.0f} img/s  {r['wall_s']:.1f} s")
-
-
-def train(cfg: Config, out: Path, *, resume: bool = False, quiet: bool = False) -> list[dict]:
-    """Train `cfg` into the run folder `out`; with `resume`, continue from `out/checkpoint.pt` if there is one."""
-    validate(cfg)
-    out, env = Path(out), DistEnv.from_environ()
-    device = pick_device(cfg.train.device, env)
-    state = None
-    if resume and (out / CHECKPOINT).exists():
-        state = load_checkpoint(out / CHECKPOINT)
-        check_resumable(state["config"], cfg)
-    elif not resume and ((out / CHECKPOINT).exists() or (out / METRICS).exists()):
-        raise AlexNetError(f"{out} already holds a run; continue it with --resume or choose another --out")
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / CONFIG)
-    distributed.init(env, device)
-    try:
-        with torch_settings(device, threads=cfg.train.threads, deterministic=cfg.train.deterministic):
-            return _fit(cfg, out, env, device, state, quiet)
-    finally:
-        distributed.shutdown()
-
-
-def _fit(cfg: Config, out: Path, env: DistEnv, device: torch.device, state: dict | None,
-         quiet: bool) -> list[dict]:
-    """The run itself, once the process is set up: a resumed run keeps its statistics and state."""
-    stats = Stats.from_dict(state["stats"]) if state is not None else None
-    trainer = Trainer(cfg, out, env, device, quiet=quiet, stats=stats)
-    if state is not None:
-        trainer.load_state_dict(state)
-        p = trainer.progress
-        if env.is_main:
-            write_metrics(out / METRICS, p.history)  # drops a record of an epoch that the kill undid
-            print(f"resuming {out} at epoch {p.epoch + 1}, step {p.global_step}", flush=True)
-    history = trainer.fit()
-    if env.is_main:
-        write_run_report(out, cfg, history, trainer.data.classes)
-    return history
+        self.monitor.end_epoch(record, p.history)

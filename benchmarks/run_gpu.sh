@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every GPU claim of the docs, proven by one command (benchmarks/run_gpu.py says what each stage measures):
+#
+#   benchmarks/run_gpu.sh [--out DIR] [--data-dir D] [--smoke]
+#
+# On a lent GPU machine (no network, the image's own torch): run it from the source tree, no install, with
+# Fashion-MNIST carried as Debian's package file:
+#   apt-get download dataset-fashion-mnist && mv dataset-fashion-mnist_*.deb .debs/     # here, once
+#   benchmarks/run_gpu.sh --data-dir .debs/dataset-fashion-mnist_*.deb                   # there
+# --smoke runs every stage at toy size on the CPU in about a minute (the default test suite does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PYTHON" benchmarks/run_gpu.py "$@"
