@@ -26,9 +26,9 @@ def test_quick_preset_reaches_its_goal(cli, fmnist_dir, tmp_path):
                             "--device", "cpu", "--quiet")
     assert code == 0, err
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6, 7]
     assert all(r["test_count"] == 10000 for r in records)
-    assert records[-1]["test_acc"] >= 0.91  # the preset's goal (docs/results.md: 0.9142 with seed 0)
+    assert records[-1]["test_acc"] >= 0.91  # the preset's goal (docs/results.md: 0.9159 with seed 0)
     for name in ("checkpoint.pt", "best.pt", "curves.png", "report.md", "config.yaml"):
         assert (out / name).stat().st_size > 0, name
 
