@@ -14,7 +14,7 @@ shortcuts. In Jupyter, training draws its curves after every epoch (as d2l's Ani
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from alexnet.analysis.summary import Summary, summarize
 from alexnet.base.errors import AlexNetError, one_line
 from alexnet.config import Config, apply_overrides, load_preset
 from alexnet.data.folder import resize_center_crop
-from alexnet.eval.checkpoint import evaluate_trained, load_image
+from alexnet.eval.checkpoint import evaluate_trained, image_files, load_image
 from alexnet.eval.checkpoint import predict as predict_paths
 from alexnet.eval.evaluate import image_side
 from alexnet.eval.metrics import EvalResult
@@ -117,11 +117,12 @@ def evaluate(checkpoint: str | Path, *, data_dir: str | None = None, ten_crop: b
     return evaluate_trained(trained, data_dir=data_dir, ten_crops=ten_crop, batch_size=batch_size)
 
 
-def predict(checkpoint: str | Path, images: Sequence[str | Path], *, topk: int = 5, device: str = "auto",
+def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *, topk: int = 5, device: str = "auto",
             model: nn.Module | None = None) -> list[list[tuple[str, float]]]:
-    """The top-k classes, with probabilities, of each image file."""
+    """The top-k classes, with probabilities, of each image file (a folder: the images below it, sorted)."""
     trained = load_trained(Path(checkpoint), device, model)
-    return predict_paths(trained, [Path(p) for p in images], topk=topk)
+    paths = [images] if isinstance(images, (str, Path)) else images  # one file or folder, or a list of them
+    return predict_paths(trained, image_files([Path(p) for p in paths]), topk=topk)
 
 
 def summary(model: str = "d2l", input: tuple[int, int, int] | None = None, **options) -> Summary:
@@ -133,6 +134,8 @@ def summary(model: str = "d2l", input: tuple[int, int, int] | None = None, **opt
 
 
 def _overrides(overrides: dict | None, keywords: dict) -> dict:
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise AlexNetError(f"overrides must be a dict of dotted keys, e.g. {{'optim.lr': 0.05}}; got {overrides!r}")
     merged = dict(overrides or {})
     for key, value in keywords.items():
         merged[SHORTCUTS.get(key, key.replace("__", "."))] = value

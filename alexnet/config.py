@@ -6,6 +6,7 @@ Overrides use dotted keys: `--set optim.lr=0.05 --set model.dropout=0.3` (values
 """
 
 import dataclasses
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,9 @@ def _assign(cfg: Config, key: str, value: Any) -> None:
     fields = {f.name: f for f in dataclasses.fields(section)} if section is not None else {}
     if name not in fields:
         valid = [f"{s}.{f.name}" for s in ("data", "optim", "train") for f in dataclasses.fields(getattr(cfg, s))]
-        raise AlexNetError(f"unknown config key {key!r}; keys: model.<option>, {', '.join(valid)}")
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise AlexNetError(f"unknown config key {key!r}; {hint}keys: model.<option>, {', '.join(valid)}")
     setattr(section, name, _coerce(key, value, fields[name].type, getattr(section, name)))
 
 
@@ -239,7 +242,9 @@ def check(cfg: Config, model_given: bool = False) -> Config:
         (t.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0"),
         (t.log_every_steps >= 0 and t.estimate_steps >= 0, "train.log_every_steps / estimate_steps must be >= 0"),
         (t.init_from is None or Path(t.init_from).expanduser().is_file(),
-         f"train.init_from: no such file {t.init_from}"),
+         f"train.init_from: {t.init_from} is a folder, not a weights file"
+         if t.init_from is not None and Path(t.init_from).expanduser().is_dir()
+         else f"train.init_from: no such file {t.init_from}"),
         (re.fullmatch(DEVICE_PATTERN, t.device) is not None,
          f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
     ]

@@ -46,6 +46,7 @@ def test_a_notebook_session(tmp_path, data_dir):
     classes = torch.load(run.best, weights_only=True)["classes"]
     assert top[0][0] == classes[int(probs.argmax())]
     assert len(top) == 3 and top[0][1] == pytest.approx(probs.max().item(), rel=1e-5)
+    assert alexnet.predict(run.best, str(png), topk=3, device="cpu") == [top]  # one path, not a list, is one image
     assert preprocess(torch.from_numpy(image)).shape == (1, 1, 28, 28)  # uint8 tensors too
 
     # 4. evaluate, and a net of one's own needs its instance to load

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from synthetic import write_fashion_mnist
 
 from alexnet.base import files as files_mod
 from alexnet.config import apply_overrides, load_preset
+from alexnet.training.guards import Interrupted
 from alexnet.training.run import train
 
 TINY = {"model.width": 8, "model.hidden": 32, "train.batch_size": 32, "train.epochs": 1, "train.threads": 1}
@@ -88,8 +90,6 @@ CASES = {
                                   "cannot resume: optim.momentum"),
     "train-batch-larger-than-data": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--data-dir",
                                                 w / "data", "--batch-size", "100000"], "fewer than one batch"),
-    "train-cuda-without-gpu": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--device", "cuda"],
-                               "no CUDA device"),
     "train-epochs-zero": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--epochs", "0"],
                           "train.epochs must be >= 1"),
     "train-unknown-preset": (lambda w: ["train", "--preset", "imagenet21k", "--out", w / "x"], "unknown preset"),
@@ -111,6 +111,9 @@ CASES = {
     "eval-data-dir-empty": (lambda w: ["eval", "--checkpoint", ck(w), "--data-dir", w / "empty"], "holds no"),
     "eval-batch-size-zero": (lambda w: ["eval", "--checkpoint", ck(w), "--batch-size", "0"], "--batch-size"),
     "eval-classes-differ": (lambda w: ["eval", "--checkpoint", fewer_classes(w)], "do not fit"),
+    "eval-classes-renamed": (lambda w: ["eval", "--checkpoint", renamed_classes(w)],
+                             "the test data has 10 classes (T-shirt/top, Trouser, Pullover, Dress, Coat ...) but the "
+                             "model was trained on 10 (c0, c1, c2, c3, c4 ...)"),
     # predict
     "predict-image-missing": (lambda w: ["predict", "--checkpoint", ck(w), w / "nope.png"], "no such file"),
     "predict-image-too-large": (lambda w: ["predict", "--checkpoint", ck(w), w / "huge.png"], "over the limit"),
@@ -122,6 +125,16 @@ CASES = {
                                           w / "dir.onnx"], "is a folder"),
     "export-out-under-a-file": (lambda w: ["export", "--checkpoint", ck(w), "--format", "safetensors", "--out",
                                            w / "a-file" / "m.safetensors"], "a-file is a file, not a folder"),
+    "export-onto-its-checkpoint": (lambda w: ["export", "--checkpoint", ck(w), "--format", "onnx", "--out", ck(w)],
+                                   "best.pt: the file name must end in .onnx"),
+    "export-suffix-of-another-format": (lambda w: ["export", "--checkpoint", ck(w), "--format", "safetensors",
+                                                   "--out", w / "m.onnx"], "must end in .safetensors"),
+    "export-onto-a-device": (lambda w: ["export", "--checkpoint", ck(w), "--format", "safetensors", "--out",
+                                        "/dev/full"], "/dev/full is not a regular file"),
+    "train-init-from-a-folder": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--init-from", w / "empty"],
+                                 "is a folder, not a weights file"),
+    "train-key-typo": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--set", "train.epoch=3"],
+                       "did you mean train.epochs?"),
     "export-malicious-checkpoint": (lambda w: ["export", "--checkpoint", w / "evil.pt", "--format", "onnx",
                                                "--out", w / "m.onnx"], "is refused"),
     # augment, visualize
@@ -138,9 +151,26 @@ CASES = {
     "summary-option-malformed-yaml": (lambda w: ["summary", "--option", "lrn={a"], "is not valid YAML"),
     "summary-input-too-small": (lambda w: ["summary", "--model", "d2l", "--input", "1,32,32"], "too small"),
     "bench-unknown-precision": (lambda w: ["bench", "--model", "small", "--precision", "fp8"], "--precision"),
+    "experiment-data-dir-missing": (lambda w: ["experiment", "relu-vs-tanh", "--budget", "tiny", "--out", w / "x",
+                                               "--data-dir", w / "nope"], "does not exist"),
     "bench-data-dir-missing": (lambda w: ["bench", "--model", "small", "--steps", "1", "--warmup", "0",
                                           "--data-dir", w / "nope"], "does not exist"),
 }
+
+
+if not torch.cuda.is_available():
+    CASES["train-cuda-without-gpu"] = (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--device", "cuda"],
+                                       "no CUDA device")
+
+
+def renamed_classes(w: Path) -> Path:
+    """best.pt with its 10 classes renamed: the model loads, but it was not trained on this dataset's classes."""
+    path = w / "renamed-classes.pt"
+    if not path.exists():
+        state = torch.load(w / "run" / "best.pt", weights_only=True)
+        state["classes"] = [f"c{i}" for i in range(len(state["classes"]))]
+        torch.save(state, path)
+    return path
 
 
 def fewer_classes(w: Path) -> Path:
@@ -168,6 +198,15 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, cli):
     assert "weights_only" not in err  # never torch's advice to turn the safe loader off
     assert folder_hashes(world / "run") == before
     assert not list((world / "run").glob(".*.tmp*"))
+    assert not (world / "x").exists()  # a refused run leaves no folder and no record of a run that never was
+
+
+def test_a_log_the_disk_refuses_is_one_line(world, cli, tmp_path):
+    """steps.jsonl, appended to while training (here a folder in its place: EISDIR), fails like every write."""
+    (tmp_path / "run" / "steps.jsonl").mkdir(parents=True)
+    code, _, err = cli("train", "--preset", "quick", "--out", tmp_path / "run", "--data-dir", world / "data",
+                       *[a for key, value in TINY.items() for a in ("--set", f"{key}={value}")], "--quiet")
+    assert code == 2 and err.count("\n") == 1 and f"cannot write {tmp_path / 'run' / 'steps.jsonl'}" in err, err
 
 
 def test_a_full_disk_is_one_line_and_leaves_the_run_as_it_was(world, cli, monkeypatch):
@@ -183,6 +222,41 @@ def test_a_full_disk_is_one_line_and_leaves_the_run_as_it_was(world, cli, monkey
     assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
     assert folder_hashes(world / "run") == before
     assert not list((world / "run").glob(".*.tmp*"))  # the temp files were removed
+
+
+def test_a_full_disk_during_a_safetensors_export_is_one_line(world, cli, tmp_path, monkeypatch):
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files_mod.os, "replace", full)
+    code, _, err = cli("export", "--checkpoint", ck(world), "--format", "safetensors", "--out",
+                       tmp_path / "m.safetensors")
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_study_says_how_to_continue_it_in_one_line(cli, tmp_path, monkeypatch):
+    from alexnet.cli import experiments as cli_experiments
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGINT, 105)
+    monkeypatch.setattr(cli_experiments, "run_study", interrupted)
+    code, _, err = cli("experiment", "ablations", "--out", tmp_path / "study")
+    assert code == 130
+    assert err == ("alexnet experiment: stopped by SIGINT after step 105; checkpoint written, run the same command "
+                   "again to continue\n")
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path):
+    """`alexnet summary | head -1`: the pipe's read end is closed before the command writes (closed before it
+    starts, so that nothing depends on timing)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "alexnet", "summary", "--model", "d2l"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
 
 
 def test_the_malicious_checkpoint_never_ran(world, tmp_path):

@@ -10,6 +10,7 @@ from synthetic import patterned, write_fashion_mnist
 
 from alexnet.config import apply_overrides, load_preset
 from alexnet.data.pipeline import Stats, build_pipeline
+from alexnet.eval.checkpoint import predict
 from alexnet.run.trained import load_trained
 from alexnet.training.run import train
 
@@ -90,6 +91,26 @@ def test_predict_top_k(run, cli, tmp_path):
     assert all(r["top"][0]["class"] in trained.classes for r in result)
 
 
+def test_predict_a_folder_is_its_images_in_order_and_batches_change_nothing(run, cli, tmp_path):
+    images, _ = patterned(5, seed=3)
+    (tmp_path / "photos" / "more").mkdir(parents=True)
+    names = ["photos/b.png", "photos/a.png", "photos/more/c.png", "photos/more/d.PNG", "photos/e.png"]
+    for name, image in zip(names, images, strict=True):
+        torchvision.io.write_png(torch.from_numpy(image)[None].expand(3, -1, -1).contiguous(), str(tmp_path / name))
+    (tmp_path / "photos" / "notes.txt").write_text("not an image: skipped in a folder")
+    code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", tmp_path / "photos", "--json")
+    assert code == 0, err
+    expected = sorted(tmp_path / n for n in names)
+    assert [r["image"] for r in json.loads(out)] == [str(p) for p in expected]
+    trained = load_trained(run / "run" / "best.pt")
+    whole, split = predict(trained, expected), predict(trained, expected, batch_size=2)
+    assert [[c for c, _ in r] for r in whole] == [[c for c, _ in r] for r in split]
+    torch.testing.assert_close([[v for _, v in r] for r in whole], [[v for _, v in r] for r in split])
+    (tmp_path / "empty").mkdir()
+    code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", tmp_path / "empty")
+    assert code == 2 and "holds no images" in err and err.count("\n") == 1, err
+
+
 def test_predict_bad_files_are_one_line_errors(run, cli, tmp_path):
     fake = tmp_path / "fake.png"
     fake.write_text("not an image")
@@ -113,6 +134,30 @@ def test_export_onnx_matches_pytorch(run, cli, tmp_path):
         np.testing.assert_allclose(got, trained.model(x).numpy(), rtol=1e-4, atol=1e-5)
     meta = {p.key: p.value for p in __import__("onnx").load(str(out)).metadata_props}
     assert json.loads(meta["classes"]) == trained.classes
+
+
+def test_onnx_of_a_mean_image_run_takes_pixels_and_subtracts_the_mean_image_itself(run, cli, tmp_path):
+    """The paper's input scaling: the graph carries the mean image, so raw pixels in give the trained net's
+    logits on the run's own eval pipeline."""
+    import onnx
+    import onnxruntime
+
+    cfg = apply_overrides(load_preset("quick"), {
+        "data.data_dir": str(run / "data"), "model.width": 8, "model.hidden": 32, "train.batch_size": 32,
+        "train.epochs": 1, "data.normalize": "mean_image", "data.train_augment": [], "optim.lr": 1e-4})
+    train(cfg, tmp_path / "mi", quiet=True)
+    out = tmp_path / "mi.onnx"
+    code, _, err = cli("export", "--checkpoint", tmp_path / "mi" / "best.pt", "--format", "onnx", "--out", out)
+    assert code == 0, err
+    trained = load_trained(tmp_path / "mi" / "best.pt", device="cpu")
+    images = torch.from_numpy(patterned(4, seed=11)[0])[:, None]            # uint8 (4, 1, 28, 28)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": images.float().numpy()})[0]
+    with torch.no_grad():
+        expected = trained.model(trained.pipeline(images)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["normalize"] == "mean_image" and "subtracts the mean image" in meta["input"] and "mean" not in meta
 
 
 def test_failed_onnx_check_writes_nothing(run, cli, tmp_path, monkeypatch):

@@ -170,12 +170,17 @@ def test_ablations(tmp_path, data_dir):
     out = tmp_path / "study"
     saved = check_files(run_study("ablations", out, "tiny", "cpu", data_dir), out)
     rows = {r["arm"]: r for r in saved["summary"]["rows"]}
-    assert list(rows) == ["baseline", "no-dropout", "no-lrn", "non-overlapping-pool", "no-augment", "no-conv3"]
+    assert list(rows) == ["baseline", "no-dropout", "no-lrn", "non-overlapping-pool", "no-augment", "no-conv3",
+                          "mean-image", "mean-image-no-lrn"]
     assert any("PCA lighting needs RGB" in n for n in saved["notes"])
     config = lambda arm: yaml.safe_load((out / "runs" / arm / "config.yaml").read_text())  # noqa: E731
     assert config("baseline")["model"]["dropout"] == 0.5 and config("baseline")["model"]["lrn"] is True
     assert config("no-dropout")["model"]["dropout"] == 0.0 and config("no-lrn")["model"]["lrn"] is False
     assert config("no-augment")["data"]["train_augment"] == [] and config("no-conv3")["model"]["remove_conv"] == 3
+    for arm, lrn in (("mean-image", True), ("mean-image-no-lrn", False)):
+        assert config(arm)["data"]["normalize"] == "mean_image" and config(arm)["model"]["lrn"] is lrn
+        assert config(arm)["optim"]["lr"] == pytest.approx(config("baseline")["optim"]["lr"] / 25)
+    assert config("baseline")["data"]["normalize"] == "standardize"
     for r in rows.values():
         assert 0 <= r["test_error"] <= 1 and 0 <= r["train_error_eval"] <= 1
         assert r["gap"] == pytest.approx(r["test_error"] - r["train_error_eval"], abs=1e-4)

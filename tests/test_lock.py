@@ -1,5 +1,6 @@
 """One writer per run folder (alexnet.run.lock) and no temp file left behind by a kill (alexnet.base.files)."""
 
+import fcntl
 import json
 import os
 import socket
@@ -43,6 +44,39 @@ def test_a_dead_owner_is_taken_over(tmp_path):
     (tmp_path / ".lock").write_text(json.dumps(stale))
     with RunLock(tmp_path) as lock:
         assert lock.took_over == stale
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_stale_record_whose_file_someone_holds_is_not_taken_over(tmp_path):
+    """Two processes taking over the same dead owner at once: the first holds the file's flock while it writes its
+    record, so the second, reading the dead owner's record still, must refuse rather than win too."""
+    stale = {"pid": dead_pid(), "start": "1", "host": socket.gethostname(), "since": "earlier"}
+    (tmp_path / ".lock").write_text(json.dumps(stale))
+    holder = os.open(tmp_path / ".lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # the first taker, between its flock and its write
+    try:
+        with pytest.raises(AlexNetError, match="in use by another alexnet train"):
+            RunLock(tmp_path).__enter__()
+    finally:
+        os.close(holder)
+    with RunLock(tmp_path) as lock:  # once it is gone, the folder is free again
+        assert lock.took_over == stale
+
+
+def test_a_lock_file_unlinked_while_opened_is_not_held(tmp_path, monkeypatch):
+    """An owner that exits unlinks the file, then drops the flock: a process that opened the old file in between
+    must not count the old file's flock as the folder's."""
+    real_open, calls = os.open, []
+
+    def open_then_unlink(path, *args):
+        fd = real_open(path, *args)
+        calls.append(path)
+        if len(calls) == 1:
+            os.unlink(path)  # the previous owner's exit, between our open and our flock
+        return fd
+    monkeypatch.setattr(os, "open", open_then_unlink)
+    with RunLock(tmp_path):
+        assert len(calls) == 2 and (tmp_path / ".lock").exists()  # it opened the new file and holds that one
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
 
 

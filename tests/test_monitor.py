@@ -36,8 +36,17 @@ def test_banner_names_device_precision_data_and_an_estimate(tmp_path, data_dir, 
     assert "device     cpu: " in banner and f"torch {torch.__version__}" in banner
     assert "precision  " in banner and ("auto: the CPU has" in banner)  # the choice and why
     assert "train 461 | val 51 | test 200" in banner and "51 images held out of" in banner
-    assert "14 steps per epoch, 1 epochs" in banner
+    assert "14 steps per epoch, 1 epoch\n" in banner
     assert "estimate   " in banner and "s per step (3 timed)" in banner and "for the run" in banner
+
+
+def test_no_validation_split_is_a_warning_even_when_quiet(tmp_path, data_dir, capsys):
+    train(config(data_dir, **{"train.epochs": 1, "data.val_size": 0, "optim.schedule": "plateau",
+                              "train.estimate_steps": 0}), tmp_path / "run", quiet=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("alexnet train: warning: no validation split (data.val_size 0): best.pt and the plateau "
+                            "schedule follow the test split\n")
 
 
 def test_the_timed_warmup_changes_nothing(tmp_path, data_dir):

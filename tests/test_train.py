@@ -208,3 +208,25 @@ def test_a_broken_run_config_is_a_one_line_error(tmp_path, cli, text, message):
 def test_another_model_keeps_only_the_options_it_has():
     cfg = apply_overrides(load_preset("quick"), {"model.name": "d2l", "model.dropout": 0.3})
     assert (cfg.model.name, cfg.model.options) == ("d2l", {"dropout": 0.3, "init": "xavier"})
+
+
+def test_resuming_a_finished_run_touches_nothing_and_the_record_is_absolute(data_dir, tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(data_dir.parent)
+    args = ["train", "--preset", "quick", "--out", tmp_path / "run", "--data-dir", data_dir.name, "--quiet", *TINY,
+            "--epochs", "1"]
+    assert cli(*args)[0] == 0
+    record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert record["data"]["data_dir"] == str(data_dir)  # given relative, recorded absolute
+    files = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    code, _, err = cli(*args, "--resume", "--lr", "0.5")
+    assert code == 0 and err == f"alexnet train: {tmp_path / 'run'} already finished its 1 epoch; raise --epochs " \
+                                 f"to train it longer\n"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == files
+    monkeypatch.chdir(tmp_path)  # eval finds the data from elsewhere; a moved data folder is named, with the fix
+    assert cli("eval", "--checkpoint", tmp_path / "run" / "best.pt", "--json")[0] == 0
+    data_dir.rename(data_dir.parent / "moved")
+    try:
+        code, _, err = cli("eval", "--checkpoint", tmp_path / "run" / "best.pt")
+        assert code == 2 and err.strip().endswith(f"the run's data folder {data_dir} is not there; pass --data-dir")
+    finally:
+        (data_dir.parent / "moved").rename(data_dir)

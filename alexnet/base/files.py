@@ -5,7 +5,7 @@ temp file in the same directory, flush and fsync it, `os.replace` it over the ta
 A crash at any instant leaves the previous file intact; a failed write removes its temp file; a write the disk
 refuses (full, read-only, no permission) is a one-line `AlexNetError` naming the file. Temp files are named
 `.<name>.<random>.tmp<suffix>` (the suffix kept, so writers that go by it, such as matplotlib, still work), and
-`sweep_temp_files` removes those a killed process left behind.
+`sweep_temp_files` removes those a killed process left behind; `append_line` appends to a log.
 
 `output_dir` / `output_file`: the checks a command makes on its output paths before any work starts.
 """
@@ -64,6 +64,17 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     return Path(path)
 
 
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line to a log (`steps.jsonl`): a refused write is a one-line error, like the others."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS:
+            raise write_error(Path(path), e) from None
+        raise
+
+
 def sweep_temp_files(folder: Path, older_than: float | None = None) -> list[Path]:
     """Remove the temp files of `atomic_path` in `folder` that were last written before `older_than` (a time
     stamp; default now): what a kill during a write leaves. Returns what was removed."""
@@ -101,6 +112,8 @@ def output_file(path: str | Path, suffixes: tuple[str, ...] = ()) -> Path:
     wanted = " or ".join(suffixes)
     if path.is_dir():
         raise AlexNetError(f"{path} is a folder; give a file name" + (f" ending in {wanted}" if wanted else ""))
+    if path.exists() and not path.is_file():
+        raise AlexNetError(f"{path} is not a regular file (a device, a pipe or a socket); give a file name")
     if suffixes and path.suffix.lower() not in suffixes:
         raise AlexNetError(f"{path}: the file name must end in {wanted}")
     output_dir(path.parent)

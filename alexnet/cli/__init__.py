@@ -7,11 +7,13 @@ package below it.
 """
 
 import argparse
+import os
 import sys
 
 import torch
 
 from alexnet.base.errors import AlexNetError
+from alexnet.base.files import WRITE_ERRNOS
 from alexnet.base.version import __version__
 from alexnet.cli import bench, data, evaluate, experiments, summary, train
 
@@ -44,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except AlexNetError as error:
         print(f"alexnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (`alexnet eval ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141  # 128 + SIGPIPE
+    except OSError as error:  # a file the library did not wrap: still one line when the system refused it
+        if error.errno not in WRITE_ERRNOS or error.filename is None:
+            raise
+        print(f"alexnet {args.command}: error: {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ from pathlib import Path
 from alexnet.base.errors import AlexNetError
 from alexnet.base.files import output_dir, output_file
 from alexnet.cli.args import positive_int
-from alexnet.eval.checkpoint import evaluate_trained, predict
+from alexnet.eval.checkpoint import evaluate_trained, image_files, predict
 from alexnet.export import FORMATS, export
 from alexnet.report.plots import plot_confusion
 from alexnet.run.trained import load_trained
@@ -18,18 +18,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--ten-crop", action="store_true", help="average the softmax of the paper's ten views")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval batch size, "
                    "a tenth of it with --ten-crop)")
-    p.add_argument("--data-dir")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", help="where the test data is (default: the run's own data folder)")
+    p.add_argument("--download", action="store_true", help="download the dataset if it is not found")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, help="folder for confusion.png (default: the checkpoint's)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the text report")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="top-k classes of image files")
+    p = sub.add_parser("predict", help="top-k classes of image files (a folder: the images below it)")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--topk", type=positive_int, default=5)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="a JSON list instead of a line per image")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="weights as ONNX (checked with onnxruntime) or safetensors")
@@ -44,10 +45,14 @@ def cmd_eval(args) -> int:
         raise AlexNetError(f"--batch-size must be >= 1, got {args.batch_size}")
     trained = load_trained(args.checkpoint, args.device)
     figure = output_file(output_dir(args.out or Path(args.checkpoint).parent) / "confusion.png", (".png",))
-    result = evaluate_trained(trained, data_dir=args.data_dir, ten_crops=args.ten_crop, batch_size=args.batch_size)
+    result = evaluate_trained(trained, data_dir=args.data_dir, ten_crops=args.ten_crop, batch_size=args.batch_size,
+                              download=args.download)
     plot_confusion(result.confusion, trained.classes, figure)
     if args.json:
-        print(json.dumps({**result.to_dict(), "classes": trained.classes, "ten_crop": args.ten_crop}))
+        record = {**result.to_dict(), "classes": trained.classes, "ten_crop": args.ten_crop}
+        if len(trained.classes) <= 5:
+            record["top5"] = None  # top-5 of 5 classes or fewer is always 1
+        print(json.dumps(record))
         return 0
     view = "10-crop" if args.ten_crop else "centre"
     print(f"{args.checkpoint}: {result.count} test images ({view})\n"
@@ -63,19 +68,19 @@ def cmd_eval(args) -> int:
 
 
 def _top_k(result, classes: list[str]) -> str:
-    """top-5, or top-k for k = classes - 1 when there are fewer than 6 (top-k of k classes is always 1)."""
-    k = min(5, len(classes))
-    return f"top-{k} {result.top5:.4f}  " if k < len(classes) or len(classes) > 5 else ""
+    """top-5, where it says something: with 5 classes or fewer it is always 1."""
+    return f"top-5 {result.top5:.4f}  " if len(classes) > 5 else ""
 
 
 def cmd_predict(args) -> int:
     trained = load_trained(args.checkpoint, args.device)
-    results = predict(trained, args.images, topk=args.topk)
+    files = image_files(args.images)
+    results = predict(trained, files, topk=args.topk)
     if args.json:
         print(json.dumps([{"image": str(p), "top": [{"class": c, "prob": v} for c, v in r]}
-                          for p, r in zip(args.images, results, strict=True)]))
+                          for p, r in zip(files, results, strict=True)]))
         return 0
-    for path, top in zip(args.images, results, strict=True):
+    for path, top in zip(files, results, strict=True):
         print(f"{path}: " + ", ".join(f"{c} {v:.3f}" for c, v in top))
     return 0
 

@@ -4,15 +4,22 @@
 User errors are `AlexNetError`s, which the CLI prints as one line with exit code 2.
 """
 
+import sys
 from pathlib import Path
 
 from alexnet.cli.args import positive_int
 from alexnet.experiments import BUDGETS, list_studies, run_study
 from alexnet.experiments.visualize import filters, neighbours
+from alexnet.training.guards import Interrupted
 
 
 def cmd_experiment(args) -> int:
-    result = run_study(args.name, args.out, budget=args.budget, device=args.device, data_dir=args.data_dir)
+    try:
+        result = run_study(args.name, args.out, budget=args.budget, device=args.device, data_dir=args.data_dir)
+    except Interrupted as stop:  # the arm in progress checkpointed; a re-run resumes the study where it stopped
+        advice = str(stop).replace("continue with --resume", "run the same command again to continue")
+        print(f"alexnet experiment: {advice}", file=sys.stderr)
+        return 128 + stop.signum
     print(f"{args.name} ({args.budget} budget, {result['wall_s']:.0f} s):\n"
           f"  table   {result['results_md']}\n  data    {result['results_json']}\n  plot    {result['plot_png']}\n")
     print(result["table_md"])

@@ -12,12 +12,13 @@ from alexnet.training.run import train
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a preset into a run folder (metrics, checkpoints, curves, report)")
-    p.add_argument("--preset", help=f"named recipe: {', '.join(list_presets())}")
+    p.add_argument("--preset", help=f"named recipe: {', '.join(list_presets())} (needed, except with --resume, "
+                   "which reads OUT/config.yaml)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=int, help="train.epochs: epochs to train (with --resume: in all)")
+    p.add_argument("--lr", type=float, help="optim.lr: the peak learning rate of the schedule")
     p.add_argument("--batch-size", type=int, help="global batch size (split across torchrun ranks)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="train.seed: the weights, data order, augmentation and hold-out")
     p.add_argument("--set", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.schedule=cosine --set model.dropout=0.3")
     p.add_argument("--data-dir", help="where the dataset files are")

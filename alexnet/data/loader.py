@@ -12,6 +12,7 @@ Both share one notion of order, which exact resume and torchrun depend on:
 * evaluation does the same without shuffling and without dropping the remainder: every sample once.
 """
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -89,7 +90,10 @@ class FolderLoader:
 
     def __init__(self, dataset, *, batch_size: int, device, shuffle: bool, seed: int = 0, drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, workers: int = 4):
-        self.dataset, self.device, self.workers = dataset, torch.device(device), workers
+        # no more worker processes than CPUs this process may use (torch warns, and they would only compete)
+        self.dataset, self.device = dataset, torch.device(device)
+        self.workers = min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                           os.cpu_count() or 1)
         self.order = Order(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                             rank=rank, world_size=world_size)
 

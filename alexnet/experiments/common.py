@@ -28,6 +28,7 @@ import torch
 from alexnet.base.errors import AlexNetError
 from alexnet.base.files import atomic_write, output_dir
 from alexnet.config import Config, apply_overrides, load_config, load_preset
+from alexnet.data.datasets import search_roots
 from alexnet.data.run import load_split, make_loader
 from alexnet.eval.evaluate import evaluate
 from alexnet.run.checkpoint import check_resumable, read_metrics
@@ -103,6 +104,7 @@ def begin(study: str, out: Path, budget: str, device: str, data_dir: str | None,
     """What every study's run() starts with: its budget's spec, the study folder, the start time, provenance,
     and every arm trained (or resumed, or read back when finished)."""
     spec = check_budget(budget, budgets)
+    search_roots(data_dir)  # a --data-dir that is not a folder: refused before the study folder is made
     out, started = start_study(out, study, budget), time.perf_counter()
     info = provenance(study, out, budget, device, data_dir)
     runs = run_arms(out, study, arms_of(spec), preset=spec["preset"], common=spec["common"], device=device,
@@ -146,7 +148,7 @@ def run_arms(out: Path, study: str, arms: list[Arm], *, preset: str, common: dic
                 raise Diverged((run_dir / DIVERGED).read_text())
             history = runner(cfg, run_dir)
         except Diverged as exc:  # anything else is fatal
-            atomic_write(run_dir / DIVERGED, str(exc))
+            atomic_write(output_dir(run_dir) / DIVERGED, str(exc))  # a run that diverged in its warm-up left no folder
             error, history = f"diverged: {exc}", read_metrics(run_dir / METRICS)
         last = history[-1] if history else {}
         status = error or (f"test acc {last['test_acc']:.4f}" if last else "no epochs")

@@ -3,6 +3,7 @@ epoch), rewritten after every epoch so that a run in progress can be read."""
 
 from pathlib import Path
 
+from alexnet.base.errors import plural
 from alexnet.base.files import atomic_write
 from alexnet.config import Config
 from alexnet.report.plots import plot_curves
@@ -17,17 +18,18 @@ def write_run_report(out: Path, cfg: Config, history: list[dict], classes: list[
     last = history[-1]
     chooser = "val_acc" if last.get("val_acc") is not None else "test_acc"
     best = max(history, key=lambda r: r[chooser])
-    k = last.get("top_k", 5) or len(classes)
+    top5 = last.get("top_k", 5) is not None  # None with 5 classes or fewer: their top-5 is always 1
+    final_top5 = f" (top-5 {last['test_top5']:.4f})" if top5 else ""
     rows = "\n".join(
         f"| {r['epoch']} | {r['train_loss']:.4f} | {r['train_acc']:.4f} | {_acc(r.get('val_acc'))} | "
-        f"{r['test_acc']:.4f} | {r['test_top5']:.4f} | {r['lr']:.3g} | {r['images_per_sec']:.0f} | "
+        f"{r['test_acc']:.4f} | {_acc(r['test_top5'] if top5 else None)} | {r['lr']:.3g} | {r['images_per_sec']:.0f} | "
         f"{r['wall_s']:.1f} |" for r in history)
     sizes, sources = info.get("data_sizes", {}), info.get("data_sources", {})
     state = "finished" if last["epoch"] == cfg.train.epochs else f"in progress ({last['epoch']} of {cfg.train.epochs})"
     text = f"""# Run report: {cfg.preset} ({state})
 
 Model `{cfg.model.name}` {cfg.model.options or ''} on `{cfg.data.dataset}` ({len(classes)} classes),
-input {cfg.data.input_size}x{cfg.data.input_size}, batch {cfg.train.batch_size}, {cfg.train.epochs} epochs,
+input {cfg.data.input_size}x{cfg.data.input_size}, batch {cfg.train.batch_size}, {plural(cfg.train.epochs, 'epoch')},
 SGD lr {cfg.optim.lr} ({cfg.optim.schedule}), momentum {cfg.optim.momentum}, weight decay {cfg.optim.weight_decay},
 seed {cfg.train.seed}. Full configuration: `config.yaml`.
 
@@ -36,14 +38,14 @@ Ran on {info.get('device', '?')} (host {info.get('host', '?')}, torch {info.get(
 ({info.get('reason', '')}). Data: {sources.get('train', '?')}; train {sizes.get('train', 0):,}, validation
 {sizes.get('val', 0):,}, test {sizes.get('test', 0):,} images; validation: {sources.get('val', '?')}.
 
-**Final:** test accuracy {last['test_acc']:.4f} (top-{k} {last['test_top5']:.4f}), validation accuracy
+**Final:** test accuracy {last['test_acc']:.4f}{final_top5}, validation accuracy
 {_acc(last.get('val_acc'))}, train accuracy {last['train_acc']:.4f}, train loss {last['train_loss']:.4f}, after
 {last['wall_s']:.1f} s of training and evaluation. **Best** by {chooser.replace('_acc', '')} accuracy: epoch
 {best['epoch']} (`best.pt`: validation {_acc(best.get('val_acc'))}, test {best['test_acc']:.4f}).
 
 ![curves](curves.png)
 
-| epoch | train loss | train acc | val acc | test acc | test top-{k} | lr | images/s | wall s |
+| epoch | train loss | train acc | val acc | test acc | test top-5 | lr | images/s | wall s |
 |---|---|---|---|---|---|---|---|---|
 {rows}
 """

@@ -1,8 +1,11 @@
 """One writer per run folder: `OUT/.lock` holds the owner's pid, its start time and host. A second `alexnet
 train` into the same folder refuses with one line; a lock left by a process that no longer runs on this host
 (a SIGKILL, a power cut) is taken over, with a message. The pid's start time (Linux: /proc/PID/stat) tells a
-dead owner from a new process that happens to have the same pid."""
+dead owner from a new process that happens to have the same pid. The owner also holds an advisory `flock` on the
+file for as long as it runs (the kernel drops it when the process dies), so that two processes taking over the
+same stale lock at the same instant cannot both win."""
 
+import fcntl
 import json
 import os
 import socket
@@ -10,7 +13,6 @@ import time
 from pathlib import Path
 
 from alexnet.base.errors import AlexNetError
-from alexnet.base.files import atomic_write
 from alexnet.run.layout import LOCK
 
 
@@ -43,39 +45,60 @@ class RunLock:
                    "since": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def __enter__(self) -> "RunLock":
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as e:
+                raise AlexNetError(f"cannot write {self.path}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self._refuse(self._owner(), alive_for_sure=True)
+            if _same_file(fd, self.path):  # not a file its last owner unlinked while we opened it
+                break
+            os.close(fd)
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            self._take_over_or_refuse()
-        except OSError as e:
-            raise AlexNetError(f"cannot write {self.path}: {e.strerror or e}") from None
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(self.me))
+            owner = self._owner()
+            if owner is not None:
+                self._refuse(owner)
+                self.took_over = owner
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(self.me).encode(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._owner() == self.me:
-            self.path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)  # before the flock goes: the next owner opens a new file
+        os.close(self.fd)
 
     def _owner(self) -> dict | None:
         try:
             owner = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return None  # missing, or half-written by an owner killed while taking it
+            return None  # missing, empty, or half-written by an owner killed while taking it
         return owner if isinstance(owner, dict) else None
 
-    def _take_over_or_refuse(self) -> None:
-        owner = self._owner()
-        if owner is not None:
-            if owner.get("host") != self.me["host"]:
-                raise AlexNetError(f"{self.path.parent} is in use by pid {owner.get('pid')} on host "
-                                   f"{owner.get('host')} (since {owner.get('since')}); if that run is gone, delete "
-                                   f"{self.path}")
-            if alive(int(owner.get("pid", -1)), owner.get("start")):
-                raise AlexNetError(f"{self.path.parent} is in use by another alexnet train (pid {owner['pid']}, "
-                                   f"since {owner.get('since')}); wait for it or choose another --out")
-        atomic_write(self.path, json.dumps(self.me))
-        if self._owner() != self.me:  # another process took it over in the same instant
-            raise AlexNetError(f"{self.path.parent} was just taken by another alexnet train; choose another --out")
-        self.took_over = owner or {"pid": "unknown"}
+    def _refuse(self, owner: dict | None, alive_for_sure: bool = False) -> None:
+        """Raise unless `owner` (the lock file's record) is gone; `alive_for_sure`: it holds the flock."""
+        owner = owner or {}
+        if owner.get("host") not in (None, self.me["host"]):
+            raise AlexNetError(f"{self.path.parent} is in use by pid {owner.get('pid')} on host "
+                               f"{owner.get('host')} (since {owner.get('since')}); if that run is gone, delete "
+                               f"{self.path}")
+        if alive_for_sure or alive(int(owner.get("pid", -1)), owner.get("start")):
+            raise AlexNetError(f"{self.path.parent} is in use by another alexnet train (pid {owner.get('pid', '?')}, "
+                               f"since {owner.get('since', '?')}); wait for it or choose another --out")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)

@@ -59,7 +59,7 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
     but the last layer's, which is left as initialised when the class count differs (a new head for the
     user's classes). Returns what was done, for the banner."""
     state = load_checkpoint(Path(path))
-    weights = state.get("model", state)
+    weights = state.get("model", state.get("state_dict", state))  # ours, a {"state_dict": ...} wrapper, or bare
     own = model.state_dict()
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise AlexNetError(f"{path} holds no weights (neither a run checkpoint nor a state_dict)")

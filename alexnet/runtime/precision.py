@@ -6,11 +6,12 @@ same `Precision.autocast(device)` context and the same memory format.
 * CUDA, compute capability >= 8.0 (A100, H100, RTX 30/40, L4 ...): bf16 autocast, tensor cores, fp32 range;
 * CUDA, 7.x (V100, T4: Colab's cards): fp16 autocast with a GradScaler (no fast bf16 there);
 * older CUDA cards: fp32;
-* CPU with AVX512-BF16 or AMX: bf16 autocast (measured 1.7x fp32 for the d2l net, docs/benchmarks.md);
+* CPU with AVX512-BF16 or AMX: bf16 autocast (2.4-2.7x fp32 for the d2l net at 224 on an AMX Xeon, quiet runs of
+  benchmarks/d2l_book.py, docs/benchmarks.md);
 * other CPUs: fp32 (bf16 is emulated there, about 20x slower).
 channels_last (NHWC) goes with 16-bit autocast on a GPU (what tensor cores want) and with everything on a CPU
-(oneDNN's NHWC convolutions: in fp32 +6 % for the d2l net and +22 % for `small` on the AVX2 EPYC, inference +70 %
-on the AVX512 Xeon; docs/benchmarks.md); an fp32 GPU run stays contiguous.
+(oneDNN's NHWC convolutions: in fp32 +6 % for the d2l net and +22 % for `small` on the AVX2 EPYC,
+docs/performance.md); an fp32 GPU run stays contiguous.
 """
 
 import contextlib

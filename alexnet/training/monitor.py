@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from alexnet.base.errors import AlexNetError
-from alexnet.base.files import atomic_write
+from alexnet.base.files import append_line, atomic_write
 from alexnet.config import Config
 from alexnet.report.plots import curves_figure
 from alexnet.run.layout import STEPS
@@ -72,8 +72,7 @@ class Monitor:
         if not logged:
             return
         record = {"step": global_step, "epoch": epoch + 1, **values}
-        with open(self.out / STEPS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.out / STEPS, json.dumps(record))
         if self.tensorboard is not None:
             for key in ("loss", "acc", "lr"):
                 self.tensorboard.add_scalar(f"train/{key}", values[key], global_step)

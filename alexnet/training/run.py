@@ -1,8 +1,9 @@
 """`train()`: a config into a run folder, as `alexnet train` and the Python API run it.
 
 Before the first step: the config is validated, the run folder checked and locked (one writer per folder), the
-temp files a killed process left are swept, the resolved config written (with what this run resolved: device,
-precision, the files read), and a banner printed: device, precision and why, the splits' sizes and sources,
+temp files a killed process left are swept, the data loaded, and only then the resolved config written (with
+what this run resolved: device, precision, the files read; a run that fails before it leaves no record, and a
+folder it created is removed again), and a banner printed: device, precision and why, the splits' sizes and sources,
 steps per epoch, and an estimate of the time per epoch and for the run from a short timed warm-up.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet.base.errors import AlexNetError
+from alexnet.base.errors import AlexNetError, plural
 from alexnet.base.files import output_dir, sweep_temp_files
 from alexnet.config import Config, save_config
 from alexnet.data.pipeline import Stats
@@ -39,12 +40,25 @@ def train(cfg: Config, out: Path, *, resume: bool = False, quiet: bool = False, 
     """Train `cfg` into the run folder `out`; with `resume`, continue from `out/checkpoint.pt` if there is one.
     `model` replaces the config's (the Python API's `fit`); `display` shows a figure per epoch (notebooks)."""
     validate(cfg, model_given=model is not None)
+    if cfg.data.data_dir:  # recorded absolute, so that eval finds the data from any working directory
+        cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().absolute())
     out, env = Path(out), DistEnv.from_environ()
     device = pick_device(cfg.train.device, env)
     if cfg.train.init_from and not (resume and (out / CHECKPOINT).exists()):
         load_checkpoint(Path(cfg.train.init_from).expanduser())  # a file that is not weights: refused now
+    created = env.is_main and not out.exists()
     if env.is_main:
         output_dir(out)
+    try:
+        return _train_in(cfg, out, env, device, resume=resume, quiet=quiet, model=model, display=display)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty run folder behind
+        raise
+
+
+def _train_in(cfg: Config, out: Path, env: DistEnv, device: torch.device, *, resume: bool, quiet: bool,
+              model: torch.nn.Module | None, display) -> list[dict]:
     started = time.time()
     lock = RunLock(out) if env.is_main else None
     with lock or contextlib.nullcontext():
@@ -52,9 +66,13 @@ def train(cfg: Config, out: Path, *, resume: bool = False, quiet: bool = False, 
             print(f"alexnet train: {out} was locked by pid {lock.took_over.get('pid')}, which is no longer "
                   f"running; taking it over", file=sys.stderr, flush=True)
         state = _previous_state(cfg, out, resume)
+        if state is not None and state["progress"]["epoch"] >= cfg.train.epochs:  # nothing to do: touch nothing
+            done = state["progress"]["history"]
+            print(f"alexnet train: {out} already finished its {plural(len(done), 'epoch')}; raise --epochs to train it "
+                  f"longer", file=sys.stderr, flush=True)
+            return done
         if env.is_main:
             sweep_temp_files(out, older_than=started)  # what a kill during a checkpoint write left
-            save_config(cfg, out / CONFIG)
         distributed.init(env, device)
         try:
             with torch_settings(device, threads=cfg.train.threads, deterministic=cfg.train.deterministic):
@@ -80,10 +98,14 @@ def _fit(cfg: Config, out: Path, env: DistEnv, device: torch.device, state: dict
     trainer = Trainer(cfg, out, env, device, quiet=quiet, stats=stats, model=model, display=display)
     if state is not None:
         trainer.load_state_dict(state)
-    elif cfg.train.init_from:
+    note = None
+    if state is None and cfg.train.init_from:
         note = load_weights(trainer.model, cfg.train.init_from)
-        trainer.monitor.say(f"  weights    {note}")
-    banner(trainer, resumed=state is not None)
+    banner(trainer, resumed=state is not None, weights=note)
+    if trainer.data.val is None and env.is_main:  # said even with --quiet: the test split now chooses
+        print(f"alexnet train: warning: no validation split (data.val_size 0): best.pt"
+              f"{' and the plateau schedule' if cfg.optim.schedule == 'plateau' else ''} follow the test split",
+              file=sys.stderr, flush=True)
     p = trainer.progress  # the restored one, on resume
     trainer.run_info["resumed_at_step"] = p.global_step if state is not None else None
     if env.is_main:
@@ -97,7 +119,7 @@ def _fit(cfg: Config, out: Path, env: DistEnv, device: torch.device, state: dict
     return history
 
 
-def banner(trainer: Trainer, *, resumed: bool) -> None:
+def banner(trainer: Trainer, *, resumed: bool, weights: str | None = None) -> None:
     """What the run is about to do, and how long it should take, before the first step."""
     cfg, info, m, p = trainer.cfg, trainer.run_info, trainer.monitor, trainer.progress
     sizes, sources = info["data_sizes"], info["data_sources"]
@@ -112,7 +134,9 @@ def banner(trainer: Trainer, *, resumed: bool) -> None:
           f"{sizes['val']:,} | test {sizes['test']:,}")
     m.say(f"  validation {sources['val']}")
     m.say(f"  model      {cfg.model.name} ({info['parameters']:,} parameters) at {cfg.data.input_size} px, "
-          f"batch {cfg.train.batch_size}, {steps} steps per epoch, {cfg.train.epochs} epochs")
+          f"batch {cfg.train.batch_size}, {steps} steps per epoch, {plural(cfg.train.epochs, 'epoch')}")
+    if weights is not None:
+        m.say(f"  weights    {weights}")
     seconds = trainer.seconds_per_step(cfg.train.estimate_steps)
     if seconds is None:
         return

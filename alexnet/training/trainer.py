@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.base.errors import AlexNetError
+from alexnet.base.files import atomic_write
 from alexnet.config import Config, build_model
 from alexnet.data.pipeline import Stats
 from alexnet.data.run import RunData, prepare_data
@@ -177,8 +178,8 @@ class Trainer:
         sums = torch.stack([p.detach().double().sum() for p in self.model.parameters()])
         gathered = [g.tolist() for g in distributed.all_gather(sums)]
         if self.env.is_main:
-            (self.out / RANKS).write_text(json.dumps({"world_size": self.env.world_size,
-                                                      "parameter_sums": gathered}))
+            atomic_write(self.out / RANKS, json.dumps({"world_size": self.env.world_size,
+                                                       "parameter_sums": gathered}))
         if any(g != gathered[0] for g in gathered):
             raise AlexNetError("the ranks ended with different weights; this is a bug, please report it")
 
