@@ -69,6 +69,8 @@ def test_study_at_small_budget(name, fmnist_dir, tmp_path):
     elif name == "ablations":
         for row in _rows(saved):
             assert 0 < row["test_error"] < 0.5 and _finite(row["gap"]) and row["images_per_sec"] > 0
+        err = {r["arm"]: r["test_error"] for r in _rows(saved)}
+        assert err["mean-image-no-lrn"] > err["mean-image"] + 0.05  # 0.4395 vs 0.286 in docs/experiments.md
     elif name == "batch-size":
         rows = _rows(saved)
         assert [r["batch_size"] for r in rows] == [32, 64, 128, 256, 512]
