@@ -127,6 +127,8 @@ CASES = {
                                            w / "a-file" / "m.safetensors"], "a-file is a file, not a folder"),
     "export-onto-its-checkpoint": (lambda w: ["export", "--checkpoint", ck(w), "--format", "onnx", "--out", ck(w)],
                                    "best.pt: the file name must end in .onnx"),
+    "export-over-its-checkpoint": (lambda w: ["export", "--checkpoint", onnx_named(w), "--format", "onnx", "--out",
+                                              onnx_named(w)], "is the checkpoint being exported"),
     "export-suffix-of-another-format": (lambda w: ["export", "--checkpoint", ck(w), "--format", "safetensors",
                                                    "--out", w / "m.onnx"], "must end in .safetensors"),
     "export-onto-a-device": (lambda w: ["export", "--checkpoint", ck(w), "--format", "safetensors", "--out",
@@ -161,6 +163,14 @@ CASES = {
 if not torch.cuda.is_available():
     CASES["train-cuda-without-gpu"] = (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--device", "cuda"],
                                        "no CUDA device")
+
+
+def onnx_named(w: Path) -> Path:
+    """best.pt under a name that export's suffix check lets through: only the same-file check stops it."""
+    path = w / "checkpoint-named.onnx"
+    if not path.exists():
+        path.write_bytes((w / "run" / "best.pt").read_bytes())
+    return path
 
 
 def renamed_classes(w: Path) -> Path:
@@ -252,8 +262,9 @@ def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path):
     read, write = os.pipe()
     os.close(read)
     try:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as usual
         proc = subprocess.run([sys.executable, "-m", "alexnet", "summary", "--model", "d2l"], stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=120)
+                              stderr=subprocess.PIPE, text=True, timeout=120, env=env)
     finally:
         os.close(write)
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr

@@ -98,6 +98,7 @@ def test_predict_a_folder_is_its_images_in_order_and_batches_change_nothing(run,
     for name, image in zip(names, images, strict=True):
         torchvision.io.write_png(torch.from_numpy(image)[None].expand(3, -1, -1).contiguous(), str(tmp_path / name))
     (tmp_path / "photos" / "notes.txt").write_text("not an image: skipped in a folder")
+    (tmp_path / "photos" / "._a.png").write_bytes(b"macOS metadata, not an image: hidden files are skipped")
     code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", tmp_path / "photos", "--json")
     assert code == 0, err
     expected = sorted(tmp_path / n for n in names)

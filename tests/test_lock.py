@@ -47,9 +47,11 @@ def test_a_dead_owner_is_taken_over(tmp_path):
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
 
 
-def test_a_stale_record_whose_file_someone_holds_is_not_taken_over(tmp_path):
+def test_a_stale_record_whose_file_someone_holds_is_not_taken_over(tmp_path, monkeypatch):
     """Two processes taking over the same dead owner at once: the first holds the file's flock while it writes its
-    record, so the second, reading the dead owner's record still, must refuse rather than win too."""
+    record, so the second, reading the dead owner's record still, must refuse rather than win too (once its wait
+    for the holder is over)."""
+    monkeypatch.setattr(RunLock, "held_wait_s", 0.3)
     stale = {"pid": dead_pid(), "start": "1", "host": socket.gethostname(), "since": "earlier"}
     (tmp_path / ".lock").write_text(json.dumps(stale))
     holder = os.open(tmp_path / ".lock", os.O_RDWR)
@@ -61,6 +63,28 @@ def test_a_stale_record_whose_file_someone_holds_is_not_taken_over(tmp_path):
         os.close(holder)
     with RunLock(tmp_path) as lock:  # once it is gone, the folder is free again
         assert lock.took_over == stale
+
+
+def test_the_orphaned_children_of_a_killed_owner_are_waited_for(tmp_path):
+    """A killed trainer's forked data-loader workers hold its flock until they exit: the record names a dead
+    process, so the lock waits for them (here a child that holds the flock, says so, and exits a second later)
+    and then takes the folder over, instead of refusing in the name of a dead pid."""
+    stale = {"pid": dead_pid(), "start": "1", "host": socket.gethostname(), "since": "earlier"}
+    (tmp_path / ".lock").write_text(json.dumps(stale))
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys, time
+fd = os.open({str(tmp_path / ".lock")!r}, os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(1)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"  # it holds the flock before we try
+        with RunLock(tmp_path) as lock:  # waits up to held_wait_s (10 s) for the child to exit
+            assert lock.took_over == stale
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_lock_file_unlinked_while_opened_is_not_held(tmp_path, monkeypatch):

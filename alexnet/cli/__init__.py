@@ -8,6 +8,7 @@ package below it.
 
 import argparse
 import os
+import select
 import sys
 
 import torch
@@ -43,11 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away is found here, not at exit
+        return code
     except AlexNetError as error:
         print(f"alexnet {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader went away (`alexnet eval ... | head`): stop quietly, as Unix tools do
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        # the reader went away (`alexnet eval ... | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 141  # 128 + SIGPIPE
     except OSError as error:  # a file the library did not wrap: still one line when the system refused it
@@ -64,3 +70,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"alexnet {args.command}: error: lost a peer rank ({str(error).splitlines()[0]})", file=sys.stderr)
         return 1
+
+
+def _stdout_gone() -> bool:
+    """True when stdout is a pipe whose reader has closed it (poll reports an error on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -56,13 +56,15 @@ def load_image(trained: Trained, path: Path) -> torch.Tensor:
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """The files as given; a folder stands for the images below it (any depth, sorted by path)."""
+    """The files as given; a folder stands for the images below it (any depth, sorted by path; hidden files and
+    folders, such as macOS's `._photo.jpg`, are not images)."""
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
             files.append(path)
             continue
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not found:
             raise AlexNetError(f"{path} holds no images (extensions: {' '.join(sorted(IMAGE_EXTENSIONS))})")
         files += found

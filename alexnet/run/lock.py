@@ -3,7 +3,8 @@ train` into the same folder refuses with one line; a lock left by a process that
 (a SIGKILL, a power cut) is taken over, with a message. The pid's start time (Linux: /proc/PID/stat) tells a
 dead owner from a new process that happens to have the same pid. The owner also holds an advisory `flock` on the
 file for as long as it runs (the kernel drops it when the process dies), so that two processes taking over the
-same stale lock at the same instant cannot both win."""
+same stale lock at the same instant cannot both win; since a killed owner's forked children (data-loader workers)
+keep the flock until they exit too, a flock whose record names no live process is waited for (up to 10 s)."""
 
 import fcntl
 import json
@@ -26,6 +27,8 @@ def process_start(pid: int) -> str | None:
 
 
 def alive(pid: int, start: str | None) -> bool:
+    if pid <= 0:  # no pid recorded (kill(0 or -1) would ask about a whole process group)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -38,6 +41,8 @@ def alive(pid: int, start: str | None) -> bool:
 class RunLock:
     """`with RunLock(folder) as lock:` holds the folder; `lock.took_over` names a dead owner it replaced."""
 
+    held_wait_s = 10.0  # how long a flock held without a live owner is waited for (orphaned workers exiting)
+
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK
         self.took_over: dict | None = None
@@ -45,6 +50,7 @@ class RunLock:
                    "since": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def __enter__(self) -> "RunLock":
+        deadline = time.monotonic() + self.held_wait_s
         while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -54,7 +60,14 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                self._refuse(self._owner(), alive_for_sure=True)
+                owner = self._owner()
+                # A flock outlives its owner while the owner's forked children (data-loader workers) still run:
+                # a record naming no live process gets a few seconds for them to exit (or for a new owner,
+                # between its flock and its write, to write its record).
+                if time.monotonic() < deadline and not self._alive(owner):
+                    time.sleep(0.1)
+                    continue
+                self._refuse(owner, alive_for_sure=True)
             if _same_file(fd, self.path):  # not a file its last owner unlinked while we opened it
                 break
             os.close(fd)
@@ -73,8 +86,14 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)  # before the flock goes: the next owner opens a new file
+        if _same_file(self.fd, self.path):  # still ours (not deleted by hand and taken by another run)
+            self.path.unlink(missing_ok=True)  # before the flock goes: the next owner opens a new file
         os.close(self.fd)
+
+    def _alive(self, owner: dict | None) -> bool:
+        if not owner or owner.get("host") != self.me["host"]:
+            return False
+        return alive(int(owner.get("pid", -1)), owner.get("start"))
 
     def _owner(self) -> dict | None:
         try:

@@ -53,7 +53,8 @@ def train(cfg: Config, out: Path, *, resume: bool = False, quiet: bool = False, 
         return _train_in(cfg, out, env, device, resume=resume, quiet=quiet, model=model, display=display)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # refused before anything was written: leave no empty run folder behind
+            with contextlib.suppress(OSError):  # another process got there first: the original error matters
+                out.rmdir()  # refused before anything was written: leave no empty run folder behind
         raise
 
 
