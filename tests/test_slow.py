@@ -65,7 +65,7 @@ def test_study_at_small_budget(name, fmnist_dir, tmp_path):
     elif name == "lenet":
         acc = {r["arm"]: r["test_acc"] for r in _rows(saved)}
         assert all(0.5 < a < 1 for a in acc.values())
-        assert acc["relu"] > acc["lenet5"]  # 0.85 vs 0.73 in docs/experiments.md: far beyond seed noise
+        assert acc["relu"] > acc["lenet5"]  # 0.835 vs 0.683 in docs/experiments.md: far beyond seed noise
     elif name == "ablations":
         for row in _rows(saved):
             assert 0 < row["test_error"] < 0.5 and _finite(row["gap"]) and row["images_per_sec"] > 0
