@@ -221,11 +221,12 @@ def test_peak_runs_at_the_matmul_precision_of_its_arithmetic(monkeypatch):
     # 3 rounds (none raised the best) over the 2 sizes, each on 1 thread; the peak counts both threads
     assert seen == [(torch.float32, "highest", 1)] * 6 and peak["float32_matmul_precision"] == "highest"
     assert peak["peak_flops"] == 2.0 and peak["rounds"] == 3
-    # fp32 on CUDA runs its convolutions on TF32 tensor cores (cuDNN's default): its peak is TF32's
-    assert peak_mod.arithmetic(torch.device("cuda"), "fp32") == ("tf32", "high")
+    # the name says what runs: fp32 is IEEE fp32 on CUDA too (TF32 off), tf32 is timed with TF32 products
+    assert peak_mod.arithmetic(torch.device("cuda"), "fp32") == ("fp32", "highest")
+    assert peak_mod.arithmetic(torch.device("cuda"), "tf32") == ("tf32", "high")
     assert peak_mod.arithmetic(torch.device("cuda"), "bf16") == ("bf16", "highest")
     assert peak_mod.arithmetic(torch.device("cpu"), "fp32") == ("fp32", "highest")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # torch's default changes nothing of it
     assert peak_mod.arithmetic(torch.device("cuda"), "fp32") == ("fp32", "highest")
 
 
@@ -329,9 +330,12 @@ def test_mfu_against_the_datasheet_on_cuda(monkeypatch, fake_peaks):
     sheet = r["datasheet"]
     assert sheet["gpu"] == "H100 SXM" and sheet["peak_flops"] == 989.5e12 and sheet["mfu"] == pytest.approx(0.5)
     assert "datasheet" in sheet["source"]
-    tf32 = peak_mod.utilisation(cuda, "fp32", 247.25e12)  # fp32 on CUDA: TF32 convolutions, TF32's peaks
+    tf32 = peak_mod.utilisation(cuda, "tf32", 247.25e12)  # tf32: TF32's peaks, measured and datasheet
     assert tf32["peak_precision"] == "tf32" and tf32["datasheet"]["mfu"] == pytest.approx(0.5)
-    assert fake_peaks.calls == [("bf16", "highest"), ("tf32", "high")]
+    fake_peaks.table.update(fp32=50e12)
+    fp32 = peak_mod.utilisation(cuda, "fp32", 33.5e12)  # IEEE fp32: fp32's peaks (the datasheet's 67 TFLOP/s)
+    assert fp32["peak_precision"] == "fp32" and fp32["datasheet"]["mfu"] == pytest.approx(0.5)
+    assert fake_peaks.calls == [("bf16", "highest"), ("tf32", "high"), ("fp32", "highest")]
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     t4 = peak_mod.utilisation(cuda, "bf16", 1e12)
     assert t4["datasheet"]["mfu"] is None and "no datasheet bf16 figure" in t4["datasheet"]["mfu_reason"]
@@ -341,13 +345,15 @@ def test_baseline_runs_at_highest_matmul_precision(monkeypatch):
     seen = []
 
     def time_d2l(spec, dataset, workers, device):
-        seen.append(torch.get_float32_matmul_precision())
+        seen.append((torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32))
         return 1.0, 1.0, 1, "fake"
     monkeypatch.setattr(baseline_mod, "_time_d2l", time_d2l)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # as ours sets it for fp32
     with matmul_precision("high"):
-        baseline_mod.measure_baseline(BenchSpec(**TINY), dataset=list(range(16)))
-        assert torch.get_float32_matmul_precision() == "high"
-    assert seen == ["highest"]
+        result = baseline_mod.measure_baseline(BenchSpec(**TINY), dataset=list(range(16)))
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32 is False
+    # torch's defaults, as the book runs: fp32 matmuls, cuDNN's TF32 convolutions (so "tf32" on CUDA)
+    assert seen == [("highest", True)] and result["precision"] == "fp32"  # TINY runs on the CPU
 
 
 def test_forever_crosses_epochs_and_refuses_an_empty_one():

@@ -61,6 +61,39 @@ def test_an_explicit_precision_wins_and_emulated_bf16_is_named(monkeypatch):
     assert resolve_precision("fp16", CUDA).name == "fp16" and resolve_precision("fp32", CUDA).channels_last is False
 
 
+def test_precision_names_say_what_runs_on_cuda(monkeypatch):
+    fake_gpu(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0))
+    fp32, tf32 = resolve_precision("fp32", CUDA), resolve_precision("tf32", CUDA)
+    assert (fp32.name, fp32.tf32, fp32.dtype) == ("fp32", False, torch.float32) and "TF32 off" in fp32.reason
+    assert (tf32.name, tf32.tf32, tf32.dtype) == ("tf32", True, torch.float32) and "TF32" in tf32.reason
+    assert not tf32.channels_last and not tf32.needs_scaler  # fp32 tensors, as fp32
+    assert "tf32" not in [resolve_precision("auto", CUDA).name]  # auto never picks it
+    fake_gpu(monkeypatch, "Tesla V100-SXM2-16GB", (7, 0))
+    with pytest.raises(AlexNetError, match="compute capability >= 8.0; Tesla V100-SXM2-16GB is 7.0"):
+        resolve_precision("tf32", CUDA)
+    with pytest.raises(AlexNetError, match="needs a CUDA GPU") as excinfo:
+        resolve_precision("tf32", CPU)
+    assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("name,tf32", [("fp32", False), ("tf32", True), ("bf16", False), ("auto", False)])
+def test_tf32_math_follows_the_precision_and_is_put_back(name, tf32):
+    """torch's own defaults (TF32 on for convolutions, off for matmuls) are what the block must override."""
+    saved = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with torch_settings(CPU, precision=name):
+            assert torch.backends.cudnn.allow_tf32 is tf32
+            assert torch.get_float32_matmul_precision() == ("high" if tf32 else "highest")
+        assert torch.backends.cudnn.allow_tf32 is True  # put back
+        if name in ("fp32", "tf32"):  # evaluation's forward, outside torch_settings, gets the same math
+            with resolve_precision("fp32", CPU).autocast(CPU):
+                assert torch.backends.cudnn.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved[0]
+        torch.set_float32_matmul_precision(saved[1])
+
+
 def test_autocast_is_one_path_for_every_precision():
     x = torch.randn(4, 4)
     with resolve_precision("fp32", CPU).autocast(CPU):

@@ -49,7 +49,7 @@ def max_batch(spec: BenchSpec, start: int = 64) -> dict:
     if device.type != "cuda":
         raise AlexNetError("--max-batch measures GPU memory and needs a CUDA device (--device cuda)")
     with tempfile.TemporaryDirectory(prefix="alexnet-maxbatch-") as scratch, \
-            torch_settings(device, threads=spec.threads):
+            torch_settings(device, threads=spec.threads, precision=spec.precision):
         data = write_synthetic_fashion_mnist(Path(scratch) / "data", max(spec.batch_size, 1000), n_test=100)
         trainer = build_trainer(spec, str(data), Path(scratch) / "run")
         tried: dict[int, bool] = {}

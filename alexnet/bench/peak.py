@@ -61,10 +61,10 @@ _MEASURED: dict[str, dict] = {}  # measured by this process: ours and the baseli
 # --- which arithmetic, which peak -----------------------------------------------------------------------------------
 
 def arithmetic(device: torch.device, precision: str) -> tuple[str, str]:
-    """(what the model's FLOPs run in, the float32 matmul precision its peak is timed under). fp32 on CUDA is
-    TF32: cuDNN runs fp32 convolutions on TF32 tensor cores by default (`torch.backends.cudnn.allow_tf32`), and
-    the convolutions are ~95 % of AlexNet's FLOPs; the trainer also sets TF32 for the matmuls."""
-    if precision == "fp32" and device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+    """(what the model's FLOPs run in, the float32 matmul precision its peak is timed under). The precision names
+    say what runs (`alexnet.runtime.precision`): `fp32` is IEEE fp32 on every device, timed with TF32 off;
+    `tf32` is timed with TF32 products (CUDA only)."""
+    if precision == "tf32":
         return "tf32", "high"
     return precision, "highest"
 
@@ -101,7 +101,7 @@ def _write_cache(path: Path, key: str, entry: dict) -> None:
 
 
 def peak_flops(device: torch.device, precision: str, *, remeasure: bool = False) -> dict:
-    """The measured peak for `precision` (fp32 | bf16 | fp16) on `device`: from this process, else from the cache
+    """The measured peak for `precision` (fp32 | tf32 | bf16 | fp16) on `device`: from this process, else from the cache
     unless `remeasure`, else measured now and cached. The entry says how and when, and `source`."""
     label, fmp = arithmetic(device, precision)
     key, path = cache_key(device, label, fmp), cache_path()

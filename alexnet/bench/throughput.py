@@ -45,7 +45,7 @@ class BenchSpec:
     input_size: int = 0             # px; 0: the model's own (d2l 224, small 28)
     batch_size: int = 128
     device: str = "auto"            # auto | cpu | cuda | cuda:N
-    precision: str = "auto"         # auto | fp32 | bf16 | fp16 (autocast, as the trainer)
+    precision: str = "auto"         # auto | fp32 | tf32 | bf16 | fp16 (as the trainer: alexnet.runtime.precision)
     channels_last: bool | str = "auto"  # auto: with bf16 / fp16, as the trainer
     compile: bool = False
     steps: int = 10                 # timed steps
@@ -165,7 +165,7 @@ def measure_ours(spec: BenchSpec) -> dict:
     flops = flops_per_image(spec)
     device = pick_device(spec.device)
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as scratch, \
-            torch_settings(device, threads=spec.threads):
+            torch_settings(device, threads=spec.threads, precision=spec.precision):
         data_dir = spec.data_dir
         if spec.synthetic:
             data_dir = str(write_synthetic_fashion_mnist(Path(scratch) / "data", spec.synthetic_images))

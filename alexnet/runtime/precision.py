@@ -1,6 +1,11 @@
 """Numeric precision, decided in one place: `auto` picks the fastest precision the device runs well, an
-explicit `fp32 | bf16 | fp16` is taken as asked. Every runner (trainer, evaluation, benchmark) then uses the
-same `Precision.autocast(device)` context and the same memory format.
+explicit `fp32 | tf32 | bf16 | fp16` is taken as asked, and the name says what runs. Every runner (trainer,
+evaluation, benchmark) then uses the same `Precision.autocast(device)` context and the same memory format.
+
+* `fp32` is IEEE fp32 everywhere: on CUDA, TF32 is off for convolutions (cuDNN would use it by default) and for
+  matmuls (`alexnet.runtime.settings.tf32_math`).
+* `tf32` is fp32 tensors with the convolutions and matmuls on TF32 tensor cores (10-bit mantissa products, fp32
+  accumulation), CUDA compute capability >= 8.0 only; never chosen by `auto`.
 
 `auto`, by device (issue #11; the rules of thumb of the NVIDIA and oneDNN performance guides):
 * CUDA, compute capability >= 8.0 (A100, H100, RTX 30/40, L4 ...): bf16 autocast, tensor cores, fp32 range;
@@ -14,21 +19,23 @@ channels_last (NHWC) goes with 16-bit autocast on a GPU (what tensor cores want)
 docs/performance.md); an fp32 GPU run stays contiguous.
 """
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 
 import torch
 
+from alexnet.base.errors import AlexNetError
 from alexnet.runtime.device import cpu_features
+from alexnet.runtime.settings import tf32_math
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FLOAT32 = ("fp32", "tf32")  # no autocast: fp32 tensors, the math mode decides the products
 
 
 @dataclass(frozen=True)
 class Precision:
-    name: str             # fp32 | bf16 | fp16: what runs
+    name: str             # fp32 | tf32 | bf16 | fp16: what runs
     channels_last: bool   # the model and its inputs in NHWC
     reason: str           # why, for the start-up banner and the run's record
 
@@ -44,10 +51,16 @@ class Precision:
     def needs_scaler(self) -> bool:
         return self.name == "fp16"  # fp16's small range underflows gradients without loss scaling
 
+    @property
+    def tf32(self) -> bool:
+        return self.name == "tf32"
+
     def autocast(self, device: torch.device):
-        """The forward pass's autocast context (a no-op in fp32): one code path for every precision."""
-        if self.name == "fp32":
-            return contextlib.nullcontext()
+        """The forward pass's context, one code path for every precision: autocast for bf16 / fp16; for fp32 and
+        tf32 the math mode they name (`tf32_math`), so that a forward run outside `torch_settings` (evaluation,
+        predict) computes what the name says too. The training step's backward runs under `torch_settings`."""
+        if self.name in FLOAT32:
+            return tf32_math(self.tf32)
         return torch.autocast(device.type, dtype=self.dtype)
 
     def to_dict(self) -> dict:
@@ -83,10 +96,26 @@ def resolve_precision(requested: str, device: torch.device, channels_last: bool 
         reason = f"auto: {reason}"
     else:
         name, reason = requested, "asked for"
-        if device.type == "cpu" and name != "fp32" and not cpu_features().native_bf16:
+        if name == "tf32":
+            check_tf32(device)
+            reason = "asked for: fp32 tensors, TF32 tensor-core products"
+        elif name == "fp32" and device.type == "cuda":
+            reason = "asked for: IEEE fp32 (TF32 off)"
+        if device.type == "cpu" and name in ("bf16", "fp16") and not cpu_features().native_bf16:
             warnings.warn(f"{name} on a CPU without native bf16 units ({cpu_features().capability}) is emulated "
                           "and much slower than fp32; --precision auto picks fp32 there", stacklevel=2)
             reason = "asked for; emulated on this CPU (no AVX512-BF16 / AMX)"
     if channels_last == "auto":
-        channels_last = device.type == "cpu" or name != "fp32"
+        channels_last = device.type == "cpu" or name not in FLOAT32
     return Precision(name, bool(channels_last), reason)
+
+
+def check_tf32(device: torch.device) -> None:
+    """tf32 exists on CUDA GPUs of compute capability >= 8.0 (Ampere and later) only: elsewhere a one-line error."""
+    if device.type != "cuda":
+        raise AlexNetError(f"precision tf32 needs a CUDA GPU with TF32 tensor cores (compute capability >= 8.0); "
+                           f"this is a {device.type} device: use fp32 (or auto)")
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        raise AlexNetError(f"precision tf32 needs compute capability >= 8.0; {torch.cuda.get_device_name(device)} "
+                           f"is {major}.{minor}: use fp32, or fp16 (auto)")

@@ -10,25 +10,24 @@ import torch
 
 
 @contextlib.contextmanager
-def torch_settings(device: torch.device, *, threads: int = 0, deterministic: bool = False) -> Iterator[None]:
+def torch_settings(device: torch.device, *, threads: int = 0, deterministic: bool = False,
+                   precision: str = "fp32") -> Iterator[None]:
     """Inside the block: `threads` CPU intra-op threads (0: torch's default), cuDNN autotuning unless
-    `deterministic` (fixed shapes: let cuDNN pick the fastest kernels), TF32 for the FC matmuls on CUDA (cuDNN
-    already runs fp32 convolutions in TF32), and torch's deterministic algorithms when asked."""
-    saved = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision(),
-             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    `deterministic` (fixed shapes: let cuDNN pick the fastest kernels), TF32 tensor cores for fp32 convolutions
+    and matmuls only when `precision` is `tf32` (torch's default would run fp32 convolutions in TF32: then `fp32`
+    would not be fp32), and torch's deterministic algorithms when asked."""
+    saved = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
     try:
         torch.backends.cudnn.benchmark = not deterministic
-        if device.type == "cuda":
-            torch.set_float32_matmul_precision("high")
-            if deterministic:  # cuBLAS is deterministic only with a fixed workspace, set before its first use
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if device.type == "cuda" and deterministic:  # cuBLAS is deterministic only with a fixed workspace,
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # set before its first use
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
-        with num_threads(threads):
+        with num_threads(threads), tf32_math(precision == "tf32"):
             yield
     finally:
         torch.backends.cudnn.benchmark = saved[0]
-        torch.set_float32_matmul_precision(saved[1])
-        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
 @contextlib.contextmanager
@@ -52,3 +51,22 @@ def matmul_precision(value: str) -> Iterator[None]:
         yield
     finally:
         torch.set_float32_matmul_precision(saved)
+
+
+@contextlib.contextmanager
+def tf32_math(enabled: bool) -> Iterator[None]:
+    """TF32 tensor cores for fp32 convolutions (cuDNN) and matmuls (cuBLAS) on or off inside the block, the
+    previous settings restored after it. torch's defaults are TF32 on for convolutions, off for matmuls."""
+    with conv_tf32(enabled), matmul_precision("high" if enabled else "highest"):
+        yield
+
+
+@contextlib.contextmanager
+def conv_tf32(enabled: bool) -> Iterator[None]:
+    """cuDNN's TF32 for fp32 convolutions alone on or off inside the block (torch's default: on)."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved

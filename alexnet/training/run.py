@@ -76,7 +76,8 @@ def _train_in(cfg: Config, out: Path, env: DistEnv, device: torch.device, *, res
             sweep_temp_files(out, older_than=started)  # what a kill during a checkpoint write left
         distributed.init(env, device)
         try:
-            with torch_settings(device, threads=cfg.train.threads, deterministic=cfg.train.deterministic):
+            with torch_settings(device, threads=cfg.train.threads, deterministic=cfg.train.deterministic,
+                                precision=cfg.train.precision):
                 return _fit(cfg, out, env, device, state, quiet=quiet, model=model, display=display)
         finally:
             distributed.shutdown()
