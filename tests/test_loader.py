@@ -5,9 +5,10 @@ import pytest
 import torch
 from torchvision.io import write_png
 
+import alexnet.data.loader as loader_module
 from alexnet.base.errors import AlexNetError
 from alexnet.data.folder import FolderDataset
-from alexnet.data.loader import DeviceLoader, FolderLoader
+from alexnet.data.loader import DeviceLoader, FolderLoader, Order, Timed
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
@@ -99,3 +100,39 @@ def test_folder_loader_yields_empty_shares_of_a_short_last_batch(tmp_path):
     assert sorted(seen) == list(range(9))  # every sample exactly once across the ranks
     for b in (b for rank in ranks for b in rank):
         assert b.labels.tolist() == [int(image[0, 0, 0]) // 10 % 2 for image in b.images]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("n,batch_size", [(1, 8), (7, 8), (103, 12), (200, 16), (64, 64)])
+def test_every_sample_goes_to_exactly_one_rank_each_epoch(world, n, batch_size):
+    """Issue #22 item 6: the split across ranks of `Order` (every loader's, prepared shards included)."""
+    for drop_last in (False, True):
+        if drop_last and batch_size < world:
+            continue  # refused (test above): every rank needs an image per step
+        orders = [Order(n, batch_size, shuffle=True, seed=4, drop_last=drop_last, rank=r, world_size=world)
+                  for r in range(world)]
+        for epoch in (0, 1, 5):
+            shares = [list(order.steps(epoch)) for order in orders]
+            assert len({len(s) for s in shares}) == 1  # the same number of steps on every rank
+            seen = [int(i) for rank in shares for idx, _ in rank for i in idx]
+            kept = n // batch_size * batch_size if drop_last else n
+            assert len(seen) == len(set(seen)) == kept  # no sample twice, none lost (but a dropped tail)
+            assert set(seen) <= set(range(n))
+            if not drop_last:
+                assert sorted(seen) == list(range(n))
+
+
+def test_timed_sums_the_seconds_blocked_in_next(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(loader_module.time, "perf_counter", lambda: clock[0])
+
+    def slow_items():
+        for delay in (0.5, 0.25, 2.0):
+            clock[0] += delay  # the producer takes `delay` seconds to make an item
+            yield delay
+        clock[0] += 0.125      # ... and a while to find that it has none left
+
+    timed = Timed(slow_items())
+    for _ in timed:
+        clock[0] += 10.0       # the consumer's own time is not waiting
+    assert timed.waited == 0.5 + 0.25 + 2.0 + 0.125

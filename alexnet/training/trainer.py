@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from alexnet.base.errors import AlexNetError
 from alexnet.base.files import atomic_write
 from alexnet.config import Config, build_model
+from alexnet.data.loader import Timed
 from alexnet.data.pipeline import Stats
 from alexnet.data.run import RunData, prepare_data
 from alexnet.eval.evaluate import evaluate
@@ -200,7 +201,8 @@ class Trainer:
                     "images_per_sec": rate}
 
         self.monitor.start_epoch(epoch, len(loader), p.step_in_epoch)
-        for batch in loader.batches(epoch, p.step_in_epoch):
+        batches = Timed(loader.batches(epoch, p.step_in_epoch))  # the seconds this loop waits for its input
+        for batch in batches:
             self.sums += self.train_step(batch)
             self.seen += len(batch.labels)
             p.global_step += 1
@@ -212,7 +214,11 @@ class Trainer:
                 self.save_checkpoint()
             self._maybe_stop()
         self.guard.flush()
-        self.epoch_rate = (self.seen - seen_before) * self.env.world_size / (time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        self.epoch_rate = (self.seen - seen_before) * self.env.world_size / elapsed
+        # Host wall time: on CUDA the device's backlog lands in whichever call blocks (a loss read, the flush),
+        # so step_s is the epoch's training loop less its input wait, not a sum of synchronised steps.
+        self.epoch_times = {"input_wait_s": batches.waited, "step_s": elapsed - batches.waited}
 
     def train_step(self, batch) -> torch.Tensor:
         """One optimizer step; returns (summed loss, correct predictions) of this rank's share, on the device."""
@@ -252,7 +258,11 @@ class Trainer:
             return
         if distributed.any_rank(self.stop.signum is not None, self.device):
             self.save_checkpoint()
-            raise Interrupted(self.stop.signum or 15, p.global_step)
+            stop = Interrupted(self.stop.signum or 15, p.global_step)
+            if self.env.is_main:  # report.md says so, not "in progress"
+                write_run_report(self.out, self.cfg, p.history, self.data.classes,
+                                 {**self.run_info, "interrupted": str(stop)})
+            raise stop
 
     def _epoch_totals(self) -> dict:
         """Loss sum, correct and seen of the epoch so far over all ranks (what a mid-epoch checkpoint carries)."""
@@ -279,7 +289,9 @@ class Trainer:
                   "top_k": 5 if len(self.data.classes) > 5 else None,  # top-k of k classes says nothing
                   "lr": self.schedule.lr(max(p.global_step - 1, 0)),
                   "images_per_sec": self.epoch_rate, "wall_s": self.wall(), "step": p.global_step,
-                  **self.record_base}
+                  **self.epoch_times, **self.record_base}
+        if (decoded_on := getattr(self.data.train, "decoded_on", None)) is not None:
+            record["decoded_on"] = decoded_on  # prepared shards: images per decode backend, this process so far
         p.history.append(record)
         chosen = test.top1 if val is None else val.top1  # the validation split chooses; the test split reports
         self.schedule.end_epoch(chosen)
