@@ -85,3 +85,23 @@ def test_download_unreachable_is_one_line():
         download(["file:///nonexistent/a.gz", "notascheme://x"], Path(os.environ["ALEXNET_CACHE"]) / "a.gz", "0")
     one_line_error(excinfo, "a.gz", "file:///nonexistent/a.gz", "notascheme://x")
 
+
+
+class Response(io.BytesIO):
+    """An HTTP response as urlopen returns it: the body, and the headers that say its length."""
+
+    def __init__(self, payload: bytes):
+        super().__init__(payload)
+        self.headers = http.client.HTTPMessage()
+        self.headers["Content-Length"] = str(len(payload))
+
+
+def test_download_shows_a_progress_bar_on_stderr(tmp_path, monkeypatch, capsys):
+    payload = bytes(range(256)) * (3 << 12)  # 3 MiB: three chunks
+    monkeypatch.setattr(download_mod, "urlopen", lambda url, timeout: Response(payload))
+    dest = download(["https://mirror.invalid/file.bin"], tmp_path / "file.bin", hashlib.md5(payload).hexdigest())
+    assert dest.read_bytes() == payload
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout is the run's own
+    final = captured.err.replace("\r", "\n").strip().splitlines()[-1]  # the bar's last state
+    assert final.startswith("downloading file.bin: 100%") and "| 3.00M/3.00M " in final, captured.err  # MiB

@@ -2,7 +2,9 @@
 
 import hashlib
 import os
+import socket
 from pathlib import Path
+from urllib.error import URLError
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from helpers import one_line_error, write_fmnist, write_idx
 
 from alexnet.base.errors import AlexNetError, one_line
 from alexnet.data import datasets as datasets_mod
+from alexnet.data import download as download_mod
 from alexnet.data import idx as idx_mod
 from alexnet.data.datasets import Dataset, load_dataset
 
@@ -17,7 +20,6 @@ from alexnet.data.datasets import Dataset, load_dataset
 def test_one_line_collapses_whitespace_or_names_the_type():
     assert one_line(OSError("bad\n  header\tat byte 4 ")) == "bad header at byte 4"
     assert one_line(EOFError()) == "EOFError"
-
 
 
 def test_real_fashion_mnist(fmnist_dir):
@@ -142,3 +144,93 @@ def test_unknown_name_or_split(name, split, choices):
     one_line_error(excinfo, repr(name if name == "imagenet" else split), choices)
 
 
+
+
+# --- where the demo's data comes from: found, downloaded, or one line saying how to get it --------------------------
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """A stand-in for the network: `fetch` copies from a local folder and records each call; nothing is opened."""
+    source = tmp_path / "mirror"
+    write_fmnist(source, "train", n=3)
+    calls = []
+
+    def fetch(urls, dest, md5):
+        calls.append((urls, dest.name, md5))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((source / dest.name).read_bytes())
+        return dest
+    monkeypatch.setattr(idx_mod, "fetch", fetch)
+    return calls
+
+
+def test_found_locally_is_never_downloaded(tmp_path, mirror):
+    write_fmnist(tmp_path / "second", n=2)
+    candidates = [tmp_path / "first", tmp_path / "second"]
+    assert idx_mod.locate_fashion_mnist("train", candidates, tmp_path / "cache") == tmp_path / "second"
+    assert mirror == [] and not (tmp_path / "cache").exists()
+
+
+def test_not_found_and_no_download_is_none(tmp_path, mirror):
+    assert idx_mod.locate_fashion_mnist("train", [tmp_path / "first"], None) is None
+    assert mirror == []
+
+
+def test_not_found_is_downloaded_checksummed_from_the_mirror(tmp_path, mirror):
+    target = tmp_path / "cache" / "fashion-mnist"
+    write_fmnist(tmp_path / "partial", n=3)
+    target.mkdir(parents=True)
+    (target / "train-labels-idx1-ubyte.gz").write_bytes((tmp_path / "partial" / "train-labels-idx1-ubyte.gz")
+                                                       .read_bytes())  # one file already there: not fetched again
+    assert idx_mod.locate_fashion_mnist("train", [tmp_path / "first"], target) == target
+    assert mirror == [(["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz"],
+                       "train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d")]
+    assert idx_mod.read_fashion_mnist(target, "train")[1].tolist() == [0, 1, 2]
+
+
+UNREACHABLE = ("could not download train-images-idx3-ubyte.gz: http://fashion-mnist.s3-website.eu-central-1.amazonaws"
+               ".com/train-images-idx3-ubyte.gz: <urlopen error [Errno -3] Temporary failure in name resolution>")
+
+
+@pytest.mark.parametrize("only_here", [False, True], ids=["default-places", "explicit-data-dir"])
+def test_a_failed_download_says_how_to_get_the_files(tmp_path, monkeypatch, only_here):
+    def fetch(urls, dest, md5):
+        raise AlexNetError(UNREACHABLE)
+    monkeypatch.setattr(idx_mod, "fetch", fetch)
+    target = tmp_path / "cache" / "fashion-mnist"
+    with pytest.raises(AlexNetError) as excinfo:
+        idx_mod.locate_fashion_mnist("train", [tmp_path / "first"], target, only_here=only_here)
+    files = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+             "t10k-labels-idx1-ubyte.gz")  # both splits, whichever failed: a run reads both
+    if only_here:  # an explicit --data-dir is the only place looked in: the fix is that folder
+        expected = f"{UNREACHABLE}; to train without downloading, put {files} into {target}"
+    else:
+        expected = (f"{UNREACHABLE}; to train without downloading, `apt-get install dataset-fashion-mnist` (Debian; "
+                    f"installs them under /usr/share/datasets/fashion-mnist/), or put {files} into {target} or into "
+                    f"$ALEXNET_DATA")
+    assert str(excinfo.value) == expected
+
+
+def test_an_interrupted_download_is_not_given_advice(tmp_path, monkeypatch):
+    def fetch(urls, dest, md5):
+        raise AlexNetError("download of x from y interrupted; nothing was saved") from KeyboardInterrupt()
+    monkeypatch.setattr(idx_mod, "fetch", fetch)
+    with pytest.raises(AlexNetError) as excinfo:
+        idx_mod.locate_fashion_mnist("train", [], tmp_path / "cache")
+    assert str(excinfo.value) == "download of x from y interrupted; nothing was saved"
+
+
+def test_train_download_without_a_network_is_one_line(tmp_path, monkeypatch, cli):
+    """What `make demo` (`alexnet train --preset quick --download`) says where the data is nowhere and the mirror
+    cannot be reached: the network is mocked at urlopen, below the mirror loop."""
+    monkeypatch.setattr(datasets_mod, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+
+    def urlopen(url, timeout):
+        raise URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+    monkeypatch.setattr(download_mod, "urlopen", urlopen)
+    code, out, err = cli("train", "--preset", "quick", "--download", "--out", tmp_path / "run", "--quiet")
+    assert (code, out) == (2, "") and err.count("\n") == 1, err
+    assert "could not download train-images-idx3-ubyte.gz" in err and "Temporary failure in name resolution" in err
+    assert "`apt-get install dataset-fashion-mnist`" in err and "$ALEXNET_DATA" in err
+    assert str(Path(os.environ["ALEXNET_CACHE"]) / "fashion-mnist") in err
+    assert not (tmp_path / "run").exists()  # refused before it started: no run folder left behind

@@ -11,6 +11,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 from synthetic import write_fashion_mnist
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from alexnet.base.errors import AlexNetError
 from alexnet.config import apply_overrides, load_preset
@@ -112,16 +113,29 @@ def test_quiet_prints_nothing(tmp_path, data_dir, cli):
     assert (code, out, err) == (0, "", "")
 
 
-def test_tensorboard_writes_events_or_says_what_to_install(tmp_path, data_dir):
-    cfg = config(data_dir, **{"train.epochs": 1, "train.tensorboard": True, "train.log_every_steps": 5})
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        with pytest.raises(AlexNetError, match=r"pip install 'alexnet\[tensorboard\]'"):
-            train(cfg, tmp_path / "run", quiet=True)
-        return
-    train(cfg, tmp_path / "run", quiet=True)
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+def test_tensorboard_events_hold_the_logged_values(tmp_path, data_dir):
+    cfg = config(data_dir, **{"train.epochs": 2, "train.tensorboard": True, "train.log_every_steps": 5})
+    out = tmp_path / "run"
+    history = train(cfg, out, quiet=True)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps] == [5, 10, 14, 15, 20, 25, 28]  # every 5th step and each epoch's last
+    for key in ("loss", "acc", "lr"):  # float32 in the event file
+        logged = [(e.step, e.value) for e in events.Scalars(f"train/{key}")]
+        assert logged == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in steps], key
+    assert [r["epoch"] for r in history] == [1, 2]
+    for key in ("train_loss", "train_acc", "val_acc", "test_acc", "lr"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{key}")]
+        assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in history], key
+
+
+def test_tensorboard_not_installed_says_what_to_install(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what `import` finds without the package
+    cfg = config(data_dir, **{"train.epochs": 1, "train.tensorboard": True})
+    with pytest.raises(AlexNetError) as excinfo:
+        train(cfg, tmp_path / "run", quiet=True)
+    assert str(excinfo.value) == "--tensorboard needs the tensorboard package: pip install 'alexnet[tensorboard]'"
 
 
 def test_init_from_a_checkpoint_keeps_every_layer_or_replaces_the_head(tmp_path, data_dir):

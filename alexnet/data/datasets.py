@@ -22,7 +22,7 @@ from alexnet.data.folder import FolderDataset
 from alexnet.data.prepared import PreparedDataset, is_prepared
 
 SPLITS = ("train", "val", "test")  # val: an image folder's own val/ (alexnet.data.splits)
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # installed by `apt-get install dataset-fashion-mnist`
+DEBIAN_FASHION_MNIST = idx.DEBIAN_FASHION_MNIST  # installed by `apt-get install dataset-fashion-mnist`
 FASHION_MNIST_SUBDIRS = ("", "fashion-mnist", "FashionMNIST/raw")  # our layout, then torchvision's
 
 
@@ -98,13 +98,8 @@ def load_dataset(name: str, split: str, data_dir: str | Path | None = None, down
 
 
 def _load_fashion_mnist(split: str, data_dir, download: bool) -> Dataset:
-    directory = next((d for d in fashion_mnist_dirs(data_dir) if idx.has_fashion_mnist(d, split)), None)
-    if directory is None and download:
-        directory = download_dir(data_dir) / ("" if data_dir else "fashion-mnist")
-        for stem in idx.FASHION_MNIST_FILES[split]:
-            if idx.find_idx_file(directory, stem) is None:
-                file = f"{stem}.gz"
-                fetch([m + file for m in idx.FASHION_MNIST_MIRRORS], directory / file, idx.FASHION_MNIST_MD5[file])
+    target = download_dir(data_dir) / ("" if data_dir else "fashion-mnist") if download else None
+    directory = idx.locate_fashion_mnist(split, fashion_mnist_dirs(data_dir), target, only_here=bool(data_dir))
     if directory is None and data_dir:
         raise AlexNetError(f"{Path(data_dir).expanduser()} holds no Fashion-MNIST {split} files (looked for "
                            f"{idx.FASHION_MNIST_FILES[split][0]}[.gz] in it and its fashion-mnist/ and "

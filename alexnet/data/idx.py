@@ -5,11 +5,13 @@ Mirror, file names and MD5 sums as in torchvision's `datasets/mnist.py` `Fashion
 import gzip
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from alexnet.base.errors import AlexNetError, one_line
+from alexnet.data.download import download as fetch
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -23,6 +25,10 @@ FASHION_MNIST_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88
                      "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
                      "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
                      "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+
+# Debian's package of the same files (`apt-get install dataset-fashion-mnist`), where it installs them.
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 IMAGES_MAGIC = 0x00000803  # 0x08 = unsigned byte, 0x03 = three dimensions (N, rows, cols)
 LABELS_MAGIC = 0x00000801  # unsigned byte, one dimension (N,)
@@ -99,3 +105,30 @@ def read_fashion_mnist(directory: Path, split: str) -> tuple[np.ndarray, np.ndar
 
 def has_fashion_mnist(directory: Path, split: str) -> bool:
     return all(find_idx_file(directory, stem) is not None for stem in FASHION_MNIST_FILES[split])
+
+
+def locate_fashion_mnist(split: str, candidates: Sequence[Path], download_to: Path | None, *,
+                         only_here: bool = False) -> Path | None:
+    """Where `split` is: the first of `candidates` holding both its files, and then nothing is downloaded, even
+    when a download is allowed. Otherwise, with `download_to` (`--download`), that folder once its missing files
+    are fetched (checksummed, a progress bar on stderr); without it, None (the caller says where it looked).
+    A failed download is one line: why, and how to get the files without one (`only_here`: `download_to` is an
+    explicit data folder, the only place looked in, so Debian's package and $ALEXNET_DATA would not be found)."""
+    found = next((d for d in candidates if has_fashion_mnist(d, split)), None)
+    if found is not None or download_to is None:
+        return found
+    try:
+        for stem in FASHION_MNIST_FILES[split]:
+            if find_idx_file(download_to, stem) is None:  # a file already there is not fetched again
+                file = f"{stem}.gz"
+                fetch([mirror + file for mirror in FASHION_MNIST_MIRRORS], download_to / file,
+                      FASHION_MNIST_MD5[file])
+    except AlexNetError as error:
+        if isinstance(error.__cause__, KeyboardInterrupt):  # the user stopped it: no advice needed
+            raise
+        every = ", ".join(FASHION_MNIST_MD5)  # both splits: a run reads train and test
+        instead = (f"put {every} into {download_to}" if only_here else
+                   f"`apt-get install {DEBIAN_PACKAGE}` (Debian; installs them under {DEBIAN_FASHION_MNIST}/), "
+                   f"or put {every} into {download_to} or into $ALEXNET_DATA")
+        raise AlexNetError(f"{error}; to train without downloading, {instead}") from None
+    return download_to

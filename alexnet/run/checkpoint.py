@@ -39,29 +39,60 @@ def atomic_save(obj, path: Path) -> None:
         f.write(buffer.getbuffer())
 
 
+# What torch.load raises on a damaged archive, found by flipping, zeroing and inserting bytes of a checkpoint:
+# RuntimeError (its zip reader: "invalid header or archive is corrupted"), and from the unpickler reading a corrupt
+# stream UnicodeDecodeError / ValueError, KeyError, IndexError ("pop from empty list"), EOFError and TypeError
+# ("unhashable type"). Anything else (MemoryError, an interrupt, a bug) is not about the file and propagates.
+DAMAGED = (RuntimeError, ValueError, KeyError, IndexError, EOFError, TypeError, zipfile.BadZipFile)
+# How torch's weights-only unpickler words a refusal (torch/_weights_only_unpickler.py): a global that is not
+# allowed, an object or a call it will not make. Its other UnpicklingErrors ("Unsupported operand") are damage.
+FORBIDDEN = r"GLOBAL|allowlisted|call reduce|must be imported"
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """A checkpoint's contents: tensors, numbers, strings, lists and dicts only (`weights_only`). Anything else
     is refused with one line saying what the file is, never with torch's advice to turn the check off."""
     path = Path(path)
     if not path.is_file():
         raise AlexNetError(f"no checkpoint at {path}" + (" (it is a folder)" if path.is_dir() else ""))
-    if not zipfile.is_zipfile(path):
-        raise AlexNetError(f"{path} is not an alexnet checkpoint: not a complete PyTorch zip archive "
-                           f"(truncated, or another kind of file)")
     try:
+        with open(path, "rb") as f:
+            complete = _is_zip(f)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True) if complete else None
+    except OSError as error:  # unreadable (permissions, an I/O error): the file may be fine
+        raise AlexNetError(f"cannot read {path}: {error.strerror or one_line(error)}") from None
     except pickle.UnpicklingError as error:
+        if not re.search(FORBIDDEN, str(error)):  # "Unsupported operand 80": a corrupt stream, not an object
+            raise AlexNetError(f"{path} is a damaged checkpoint ({_torch_reason(error)})") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         what = f" ({found.group(1)})" if found else ""
         raise AlexNetError(f"{path} is refused: it holds Python objects{what} beyond tensors and plain data, and "
                            f"checkpoints are loaded without running code") from None
-    except Exception as error:  # a damaged archive can fail in many ways; all the same to the user
-        raise AlexNetError(f"{path} is a damaged checkpoint ({one_line(error)[:200]})") from None
+    except DAMAGED as error:
+        raise AlexNetError(f"{path} is a damaged checkpoint ({_torch_reason(error)})") from None
+    if not complete:
+        raise AlexNetError(f"{path} is not an alexnet checkpoint: not a complete PyTorch zip archive "
+                           f"(truncated, or another kind of file)")
     if not isinstance(state, dict):
         raise AlexNetError(f"{path} is not an alexnet checkpoint (it holds a {type(state).__name__})")
     return state
+
+
+def _is_zip(f) -> bool:
+    # zipfile.is_zipfile raises BadZipFile (not False) for some damaged end records ("span multiple disks")
+    try:
+        return zipfile.is_zipfile(f)
+    except zipfile.BadZipFile:
+        return False
+
+
+def _torch_reason(error: BaseException) -> str:
+    """torch's message without its advice paragraphs (weights_only, miniz): the first sentence that says what."""
+    text = one_line(error)
+    text = re.sub(r"^.*WeightsUnpickler error: ", "", text)
+    return re.sub(r"\.? (Check the documentation|This is an internal miniz error).*", "", text)[:200]
 
 
 def rng_state() -> dict[str, Any]:
