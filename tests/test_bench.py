@@ -315,10 +315,33 @@ def test_datasheet_is_found_by_device_name(name, gpu):
     assert (found and found.name) == gpu
 
 
-def test_datasheet_figures_are_dense():
-    assert datasheet_gpu("NVIDIA H100 80GB HBM3").tflops == {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5, "fp16": 989.5}
-    assert datasheet_gpu("NVIDIA A100-SXM4-40GB").tflops["bf16"] == 312.0  # 624 with sparsity
-    assert "bf16" not in datasheet_gpu("Tesla T4").tflops  # no bf16 units: no figure, no datasheet MFU
+# The tensor-core figures NVIDIA's datasheets print "with sparsity" (2:4 structured sparsity doubles the rate), in
+# TFLOP/s: H100 and H200 datasheets (SXM, PCIe, NVL columns), A100 datasheet, and fp32, which has no sparse rate.
+PUBLISHED_SPARSE = {
+    "NVIDIA H100 80GB HBM3": {"tf32": 989, "bf16": 1979, "fp16": 1979},
+    "NVIDIA H100 PCIe": {"tf32": 756, "bf16": 1513, "fp16": 1513},
+    "NVIDIA H100 NVL": {"tf32": 835, "bf16": 1671, "fp16": 1671},
+    "NVIDIA H200": {"tf32": 989, "bf16": 1979, "fp16": 1979},
+    "NVIDIA H200 NVL": {"tf32": 835, "bf16": 1671, "fp16": 1671},
+    "NVIDIA A100-SXM4-40GB": {"tf32": 312, "bf16": 624, "fp16": 624},
+}
+PUBLISHED_FP32 = {"NVIDIA H100 80GB HBM3": 67, "NVIDIA H100 PCIe": 51, "NVIDIA H100 NVL": 60, "NVIDIA H200": 67,
+                  "NVIDIA H200 NVL": 60, "NVIDIA A100-SXM4-40GB": 19.5}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_SPARSE))
+def test_datasheet_figures_are_dense(name):
+    """MFU divides by the dense peak (PaLM, appendix B): half of each published "with sparsity" figure."""
+    tflops = datasheet_gpu(name).tflops
+    assert {k: tflops[k] for k in PUBLISHED_SPARSE[name]} == {k: v / 2 for k, v in PUBLISHED_SPARSE[name].items()}
+    assert tflops["fp32"] == PUBLISHED_FP32[name]
+
+
+def test_no_datasheet_figure_without_the_units():
+    """Turing and Volta have no bf16 units: no figure, so no datasheet MFU; tensor-core fp16 beats plain fp32."""
+    for name in ("Tesla T4", "Tesla V100-SXM2-16GB"):
+        tflops = datasheet_gpu(name).tflops
+        assert "bf16" not in tflops and tflops["fp16"] > 4 * tflops["fp32"]
 
 
 def test_mfu_against_the_datasheet_on_cuda(monkeypatch, fake_peaks):

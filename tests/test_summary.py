@@ -8,19 +8,42 @@ import alexnet
 from alexnet.analysis import summarize
 
 
+def out_size(n, k, stride=1, pad=0):
+    """Side of a convolution's or pooling's output (floor mode, as torch computes it)."""
+    return (n + 2 * pad - k) // stride + 1
+
+
+def conv_flops(cin, cout, k, out, groups=1):
+    """2 x multiply-adds of a convolution producing out x out maps: 2 * Cin/groups * k*k * Cout * Hout*Wout."""
+    return 2 * cout * (cin // groups) * k * k * out * out
+
+
+def linear_flops(n_in, n_out):
+    return 2 * n_in * n_out  # the bias add is not counted
+
+
 def test_d2l_rows_and_totals():
+    """The book's net (d2l 7.1) at 224x224, every figure derived here from its layer list."""
+    s1 = out_size(224, 11, stride=4, pad=1)  # conv1 -> 54
+    p1 = out_size(s1, 3, stride=2)           # max-pool 3/2 -> 26
+    p2 = out_size(out_size(p1, 5, pad=2), 3, stride=2)  # conv2 keeps 26, pool -> 12
+    p3 = out_size(p2, 3, stride=2)           # conv3-5 keep 12, pool -> 5
+    convs = [(1, 96, 11, s1), (96, 256, 5, p1), (256, 384, 3, p2), (384, 384, 3, p2), (384, 256, 3, p2)]
+    linears = [(256 * p3 * p3, 4096), (4096, 4096), (4096, 10)]
+    forward = [conv_flops(*c) for c in convs] + [linear_flops(*f) for f in linears]
+    params = [cout * (cin * k * k + 1) for cin, cout, k, _ in convs] + [o * (i + 1) for i, o in linears]
+
     s = summarize(alexnet.create_model("d2l"), (1, 224, 224))
-    assert [r.output_shape for r in s.layers][:3] == [[96, 54, 54], [96, 54, 54], [96, 26, 26]]
+    assert [r.output_shape for r in s.layers][:3] == [[96, s1, s1], [96, s1, s1], [96, p1, p1]]
+    assert (s1, p1, p2, p3) == (54, 26, 12, 5) and linears[0][0] == 6400  # the shapes the book prints
     assert len(s.layers) == 21
-    assert sum(r.params for r in s.layers) == s.total_params == 46_764_746
-    assert sum(r.flops for r in s.layers) == s.total_flops
-    # conv1: 54*54 outputs x 96 kernels x (11*11*1) multiply-adds x 2
-    assert s.layers[0].flops == 2 * 54 * 54 * 96 * 11 * 11
-    assert s.layers[14].flops == 2 * 6400 * 4096  # first FC (bias add not counted)
-    assert s.total_flops == 1_876_292_352
+    assert sum(r.params for r in s.layers) == s.total_params == sum(params)
+    weighted = [r.flops for r in s.layers if r.flops]  # the convolutions and linears, in order
+    assert weighted == forward
+    assert sum(r.flops for r in s.layers) == s.total_flops == sum(forward)
     # forward + backward: backward costs twice the forward except conv1's input gradient, which is not needed
-    assert s.train_flops == 3 * s.total_flops - s.layers[0].flops
-    assert s.layers[0].activation_bytes == 4 * 96 * 54 * 54
+    assert s.train_flops == 3 * sum(forward) - forward[0]
+    assert s.layers[0].activation_bytes == 4 * 96 * s1 * s1  # fp32
 
 
 def test_cli_json(cli):
@@ -54,19 +77,15 @@ def test_cli_errors_are_one_line(argv, message, cli):
     assert message in err and err.count("\n") == 1
 
 
-def conv_flops(cin, cout, k, out, groups=1):
-    """2 x multiply-adds of a convolution producing out x out maps."""
-    return 2 * cout * (cin // groups) * k * k * out * out
-
-
 def test_two_column_training_flops_by_hand():
     """The paper's two-GPU net: conv2, conv4 and conv5 see only their own column (groups=2). Training costs the
     forward pass three times (input and weight gradients), except conv1, whose input needs no gradient."""
     forward = [conv_flops(3, 96, 11, 55), conv_flops(96, 256, 5, 27, groups=2), conv_flops(256, 384, 3, 13),
                conv_flops(384, 384, 3, 13, groups=2), conv_flops(384, 256, 3, 13, groups=2),
-               2 * 9216 * 4096, 2 * 4096 * 4096, 2 * 4096 * 1000]
+               linear_flops(256 * 6 * 6, 4096), linear_flops(4096, 4096), linear_flops(4096, 1000)]
     s = summarize(alexnet.create_model("paper", two_column=True), (3, 227, 227))
-    assert s.total_flops == sum(forward) == 1_448_813_632
-    assert s.train_flops == 3 * sum(forward) - forward[0] == 4_135_610_496
+    assert [r.flops for r in s.layers if r.flops] == forward
+    assert s.total_flops == sum(forward)
+    assert s.train_flops == 3 * sum(forward) - forward[0]
     one_column = summarize(alexnet.create_model("paper"), (3, 227, 227))
     assert one_column.train_flops - s.train_flops == 3 * (forward[1] + forward[3] + forward[4])  # the halved convs
