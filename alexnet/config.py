@@ -79,6 +79,12 @@ class TrainConfig:
     precision: str = "auto"          # auto (the device's fastest, alexnet.runtime.precision) | fp32 | bf16 | fp16
     channels_last: bool | str = "auto"  # NHWC model and inputs; auto: with bf16 / fp16
     compile: bool = False            # torch.compile the model
+    accum_steps: int = 1             # micro-batches per optimizer step, their gradients summed: batch_size /
+                                     # accum_steps images in memory at a time; the same arithmetic as that many
+                                     # times more torchrun ranks (and their random numbers)
+    cuda_graphs: bool | str = "auto"  # capture the training step as one CUDA graph (auto: where it applies,
+                                      # alexnet.training.fast)
+    space_to_depth: bool | str = "auto"  # conv1 as a 3x3 convolution over a 4x4-folded input, exact (auto: CUDA)
     deterministic: bool = False      # torch.use_deterministic_algorithms (slower on GPU)
     threads: int = 0                 # CPU intra-op threads; 0 = torch's default (one per core)
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
@@ -131,7 +137,9 @@ def list_presets() -> list[str]:
 def load_preset(name: str) -> Config:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.exists():
-        raise AlexNetError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
+        close = difflib.get_close_matches(name, list_presets(), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise AlexNetError(f"unknown preset {name!r}; {hint}choose from {', '.join(list_presets())}")
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise AlexNetError(f"{path}: a preset is a mapping of sections (model, data, optim, train)")
@@ -235,6 +243,9 @@ def check(cfg: Config, model_given: bool = False) -> Config:
         (not o.nesterov or o.momentum > 0, "optim.nesterov needs optim.momentum > 0"),
         (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
+        (t.accum_steps >= 1, f"train.accum_steps must be >= 1, got {t.accum_steps}"),
+        (t.batch_size >= t.accum_steps, f"train.batch_size {t.batch_size} is smaller than train.accum_steps "
+                                        f"{t.accum_steps}: every micro-batch needs an image"),
         (t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}"),
         (t.seed >= 0, f"train.seed must be >= 0, got {t.seed}"),
         (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),

@@ -10,12 +10,15 @@ and scales its summed loss by world_size / global batch, so DDP's gradient avera
 global mean loss: the same update as one process with the same batch, whatever the number of ranks.
 """
 
+import contextlib
 import copy
+import functools
 import itertools
 import json
 import socket
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
@@ -23,7 +26,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 
-from alexnet.base.errors import AlexNetError
+from alexnet.base.errors import AlexNetError, one_line
 from alexnet.base.files import atomic_write
 from alexnet.config import Config, build_model
 from alexnet.data.loader import Timed
@@ -31,6 +34,7 @@ from alexnet.data.pipeline import Stats
 from alexnet.data.run import RunData, prepare_data
 from alexnet.eval.evaluate import evaluate
 from alexnet.eval.metrics import EvalResult
+from alexnet.kernels.conv1 import FastForward
 from alexnet.report.run_report import write_run_report
 from alexnet.run.checkpoint import atomic_save, best_state, rng_state, set_rng_state, write_metrics
 from alexnet.run.layout import BEST, CHECKPOINT, METRICS, RANKS
@@ -39,6 +43,8 @@ from alexnet.runtime.device import device_name, sync
 from alexnet.runtime.distributed import DistEnv
 from alexnet.runtime.precision import resolve_precision
 from alexnet.runtime.seeding import derived_seed
+from alexnet.training import fast
+from alexnet.training.graphs import CapturedStep
 from alexnet.training.guards import DivergenceGuard, Interrupted, SignalFlag, fault_injection
 from alexnet.training.monitor import Monitor
 from alexnet.training.optim import LRSchedule, build_optimizer
@@ -73,14 +79,23 @@ class Trainer:
         self.data: RunData = prepare_data(cfg, env, device, stats)  # a resumed run keeps its statistics
         if model is None:  # the config's model; `alexnet.fit` brings its own
             model = build_model(cfg, num_classes=len(self.data.classes))
+        if t.batch_size < env.world_size * t.accum_steps:
+            raise AlexNetError(f"train.batch_size {t.batch_size} cannot give each of {env.world_size} ranks "
+                               f"{t.accum_steps} micro-batches of at least one image")
         self.model = model.to(device).to(memory_format=self.precision.memory_format)
-        net = self.model
+        self.fast = {"space_to_depth": fast.space_to_depth(cfg, device, self.model),
+                     "cuda_graphs": fast.cuda_graphs(cfg, device, env, self.precision)}
+        # what runs: the plain model, or the same parameters with conv1 folded (alexnet.kernels.conv1)
+        runs = FastForward(self.model) if self.fast["space_to_depth"].on else self.model
+        net = runs
+        self.ddp = None
         if env.distributed:
-            net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None)
+            net = self.ddp = torch.nn.parallel.DistributedDataParallel(
+                runs, device_ids=[device.index] if device.type == "cuda" else None)
         # torch.compile returns a callable wrapper of the module (with its methods): typed as the module it wraps
         self.net: torch.nn.Module = cast(torch.nn.Module, torch.compile(net)) if t.compile else net
-        self.eval_net: torch.nn.Module = cast(torch.nn.Module, torch.compile(self.model)) if t.compile else self.model
+        self.eval_net: torch.nn.Module = cast(torch.nn.Module, torch.compile(runs)) if t.compile else runs
+        self.captured: CapturedStep | None = None  # the step's CUDA graph, captured at the first full batch
         self.optimizer = build_optimizer(self.model, cfg.optim, device)
         self.schedule = LRSchedule(cfg.optim, len(self.data.train), t.epochs)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
@@ -92,6 +107,7 @@ class Trainer:
         self.record_base = {"device": device_name(device), "torch": str(torch.__version__),
                             "host": socket.gethostname()}
         self.run_info = {**self.record_base, **self.precision.to_dict(), "world_size": env.world_size,
+                         "fast_paths": {name: choice.describe(name) for name, choice in self.fast.items()},
                          "parameters": sum(p.numel() for p in self.model.parameters()),
                          "data_sizes": self.data.sizes, "data_sources": self.data.sources}
         self._started = time.perf_counter()
@@ -109,6 +125,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
+        self.captured = None  # the graph points at the optimizer state tensors just replaced
         self.progress = Progress(**state["progress"])
         if not self.env.is_main:  # partial sums are global and restored once, on rank 0
             self.progress.partial = Progress().partial
@@ -168,6 +185,7 @@ class Trainer:
         self.model.load_state_dict(saved[0])
         self.optimizer.load_state_dict(saved[1])
         self.scaler.load_state_dict(saved[2])
+        self.captured = None  # the optimizer's state tensors were replaced: capture again at the next step
         set_rng_state(saved[3])
         self.optimizer.zero_grad(set_to_none=True)
         return statistics.median(times[1:]) if len(times) > 1 else (times[0] if times else None)
@@ -222,28 +240,85 @@ class Trainer:
 
     def train_step(self, batch) -> torch.Tensor:
         """One optimizer step; returns (summed loss, correct predictions) of this rank's share, on the device."""
-        cfg, step = self.cfg, self.progress.global_step
-        seed, rank = cfg.train.seed, self.env.rank
+        step, accum = self.progress.global_step, self.cfg.train.accum_steps
+        self.schedule.apply(self.optimizer, step)
+        stats: torch.Tensor | None = None
+        if accum > 1:
+            stats = self._accumulated_step(batch, step)
+        else:
+            x = self._augmented(batch.images, step, self.env.rank)
+            if self.fast["cuda_graphs"].on:
+                stats = self._replay(x, batch, step)
+            if stats is None:
+                stats = self.compute_step(x, batch.labels, batch.global_size)
+        self.guard.push(step, stats[0])
+        return stats
+
+    def compute_step(self, x: torch.Tensor, labels: torch.Tensor, global_size: int) -> torch.Tensor:
+        """zero_grad, forward, backward, update on one augmented batch: the arithmetic a CUDA graph captures."""
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = self._forward_backward(x, labels, global_size)
+        self._update()
+        return stats
+
+    def _augmented(self, images: torch.Tensor, step: int, rank: int) -> torch.Tensor:
+        """Seed this (step, rank)'s streams, dropout and augmentation, and augment."""
+        seed = self.cfg.train.seed
         torch.manual_seed(derived_seed(seed, rank=rank, step=step, stream=0))               # dropout
         self.aug_generator.manual_seed(derived_seed(seed, rank=rank, step=step, stream=1))  # augmentation
-        self.schedule.apply(self.optimizer, step)
-        x = self.data.train_pipeline(batch.images, self.aug_generator)
+        x = self.data.train_pipeline(images, self.aug_generator)
+        return x.contiguous(memory_format=self.precision.memory_format)
+
+    def _forward_backward(self, x: torch.Tensor, labels: torch.Tensor, global_size: int) -> torch.Tensor:
         with self.precision.autocast(self.device):
-            logits = self.net(x.contiguous(memory_format=self.precision.memory_format))
-        loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum",
-                                   label_smoothing=cfg.optim.label_smoothing)
+            logits = self.net(x)
+        loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum",
+                                   label_smoothing=self.cfg.optim.label_smoothing)
         # DDP averages gradients over ranks: scale so that the average is d(global mean loss).
-        loss = loss_sum * (self.env.world_size / batch.global_size)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.optim.grad_clip:
+        self.scaler.scale(loss_sum * (self.env.world_size / global_size)).backward()
+        correct = (logits.detach().argmax(1) == labels).sum()
+        return torch.stack([loss_sum.detach().double(), correct.double()])
+
+    def _update(self) -> None:
+        if self.cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.guard.push(step, loss_sum)
-        correct = (logits.detach().argmax(1) == batch.labels).sum()
-        return torch.stack([loss_sum.detach().double(), correct.double()])
+
+    def _accumulated_step(self, batch, step: int) -> torch.Tensor:
+        """accum_steps micro-batches, gradients summed: micro-batch k of rank r is the share rank r + k * world
+        of world * accum_steps ranks would take (`Order`'s strided split), with that rank's random numbers."""
+        accum, world = self.cfg.train.accum_steps, self.env.world_size
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for k in range(accum):
+            x = self._augmented(batch.images[k::accum], step, self.env.rank + k * world)
+            last = k == accum - 1  # DDP all-reduces with the last backward only
+            with contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync():
+                stats += self._forward_backward(x, batch.labels[k::accum], batch.global_size)
+        self._update()
+        return stats
+
+    def _replay(self, x: torch.Tensor, batch, step: int) -> torch.Tensor | None:
+        """The step through its CUDA graph, captured at the first full batch; None for a partial batch."""
+        if batch.global_size != self.cfg.train.batch_size:
+            return None
+        if self.captured is None or not self.captured.matches(x, batch.labels):
+            try:
+                self.captured = CapturedStep(functools.partial(self.compute_step, global_size=batch.global_size),
+                                             self.optimizer, x, batch.labels)
+            except RuntimeError as error:  # the step stays eager, and the banner's record says why
+                if self.cfg.train.cuda_graphs is True:
+                    raise AlexNetError(f"train.cuda_graphs: capturing the step failed: {one_line(error)}") from None
+                self.fast["cuda_graphs"] = fast.Choice(False, f"capture failed: {one_line(error)[:200]}")
+                self.run_info["fast_paths"]["cuda_graphs"] = self.fast["cuda_graphs"].describe("cuda_graphs")
+                warnings.warn(f"CUDA graph capture failed, training eagerly: {one_line(error)[:300]}", stacklevel=2)
+                torch.manual_seed(derived_seed(self.cfg.train.seed, rank=self.env.rank, step=step, stream=0))
+                return None
+            # the capture's warm-up steps drew dropout numbers: this step's stream starts again
+            torch.manual_seed(derived_seed(self.cfg.train.seed, rank=self.env.rank, step=step, stream=0))
+        return self.captured.replay(x, batch.labels, self.schedule.lr(step))
 
     @torch.no_grad()
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:

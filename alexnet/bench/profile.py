@@ -1,0 +1,192 @@
+"""`alexnet bench --profile`: where a training step's time goes (issue #21), as a table per layer and per step.
+
+Per layer: the net is cut into units at each convolution, pooling, flatten and linear layer (a convolution with
+the activation and LRN after it is one unit, so an in-place ReLU never writes into a timed input). Each unit is
+timed on its own, on the input the whole net gives it, in the trainer's precision, memory format and execution
+forms (conv1 folded where the trainer folds it): forward, then backward (the gradients of its input and of its
+parameters, as in training). FLOPs are counted for each by torch's flop counter, so the achieved rate is theirs.
+On CUDA, torch.profiler records the kernels of each: the share of the unit's GPU time in kernels whose names say
+tensor core (xmma, hmma, gmma, wgmma, tensorop, or CUTLASS but not its SIMT kernels: a heuristic on names).
+
+Per step: the trainer's own `train_step` over a few steps (after warm-up) under torch.profiler: the GPU's busy
+time per step (sum of the kernels' times), the host's time per step, the host time spent waiting for the device
+(synchronising CUDA calls) and so the host's own work; and the kernels that took the most GPU time. A step whose
+host work exceeds its GPU time is bound by Python and kernel launches. On a CPU the per-step figure is the wall
+time and the per-layer table is the same, timed with the host clock, without kernels.
+"""
+
+import contextlib
+import re
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+from alexnet.bench.throughput import BenchSpec, build_trainer, forever, write_synthetic_fashion_mnist
+from alexnet.bench.timing import time_steps
+from alexnet.kernels.conv1 import space_to_depth
+from alexnet.runtime.device import device_name, pick_device, sync
+from alexnet.runtime.settings import torch_settings
+
+CUT = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
+TENSOR_CORE = re.compile(r"xmma|hmma|gmma|tensorop|cutlass(?!.*simt)|s(?:80|90)_.*(?:bf16|f16|tf32)", re.I)
+SYNCING = re.compile(r"Synchronize|cudaMemcpy(?!Async)|cudaStreamWaitEvent", re.I)
+REPEATS = 10  # timed forward and backward passes per unit
+
+
+def units(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
+    """The net's layers in order (iterating the model, as the book's shape loop), grouped into timed units."""
+    names = {id(m): n for n, m in model.named_modules()}
+    groups: list[tuple[str, list[nn.Module]]] = []
+    for layer in model:  # type: ignore[attr-defined]
+        if isinstance(layer, CUT) or not groups:
+            groups.append((names.get(id(layer), type(layer).__name__), [layer]))
+        else:
+            groups[-1][1].append(layer)
+    return groups
+
+
+def run_unit(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def profile_step(spec: BenchSpec) -> dict:
+    """The per-layer table and the per-step figures of `spec`'s training step (see the module docstring)."""
+    device = pick_device(spec.device)
+    with tempfile.TemporaryDirectory(prefix="alexnet-profile-") as scratch, \
+            torch_settings(device, threads=spec.threads, precision=spec.precision):
+        data_dir = spec.data_dir
+        if spec.synthetic or data_dir is None:
+            data_dir = str(write_synthetic_fashion_mnist(Path(scratch) / "data", max(spec.batch_size * 4, 1000)))
+        trainer = build_trainer(spec, data_dir, Path(scratch) / "run")
+        batches = forever(trainer.data.train.batches)
+        step = _step_figures(trainer, batches, spec, device)
+        layers = _layer_rows(trainer, next(batches).images, device)
+    return {"model": spec.model, "input_size": spec.input_size, "batch_size": spec.batch_size,
+            "precision": trainer.precision.name, "channels_last": trainer.precision.channels_last,
+            "fast_paths": trainer.run_info["fast_paths"], "device": device_name(device), "torch": torch.__version__,
+            "step": step, "layers": layers}
+
+
+def _step_figures(trainer, batches, spec: BenchSpec, device: torch.device) -> dict:
+    trainer.net.train()
+    for _ in range(max(spec.warmup, 1)):  # the first steps autotune, capture the graph, compile
+        trainer.train_step(next(batches))
+    sync(device)
+    steps = max(spec.steps, 3)
+    wall = time_steps(lambda: trainer.train_step(next(batches)), steps=steps, warmup=0, device=device)
+    out: dict = {"steps": steps, "wall_ms": 1000 * float(wall) / steps}
+    if device.type != "cuda":
+        return out
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            trainer.train_step(next(batches))
+        sync(device)
+    kernels: dict[str, float] = {}
+    waiting = 0.0
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[event.name] = kernels.get(event.name, 0.0) + event.device_time_total
+        elif SYNCING.search(event.name):
+            waiting += event.cpu_time_total
+    gpu_ms = sum(kernels.values()) / 1000 / steps
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:12]
+    return {**out, "gpu_ms": gpu_ms, "host_wait_ms": waiting / 1000 / steps,
+            "host_work_ms": out["wall_ms"] - waiting / 1000 / steps,
+            "tensor_core_share": _share(kernels),
+            "top_kernels": [{"name": name[:120], "ms_per_step": t / 1000 / steps} for name, t in top]}
+
+
+def _share(kernels: dict[str, float]) -> float | None:
+    total = sum(kernels.values())
+    return None if not total else sum(t for n, t in kernels.items() if TENSOR_CORE.search(n)) / total
+
+
+def _layer_rows(trainer, images: torch.Tensor, device: torch.device) -> list[dict]:
+    """One row per unit: forward and backward ms, FLOPs, achieved TFLOP/s, tensor-core share (CUDA)."""
+    model, precision = trainer.model, trainer.precision
+    folded = trainer.fast["space_to_depth"].on
+    with torch.no_grad():
+        x = trainer.data.train_pipeline(images, trainer.aug_generator)
+        x = x.contiguous(memory_format=precision.memory_format)
+    rows = []
+    for index, (name, layers) in enumerate(units(model)):
+        conv = layers[0]
+        form = space_to_depth(conv) if folded and index == 0 and isinstance(conv, nn.Conv2d) else \
+            contextlib.nullcontext()
+        with form, precision.autocast(device):
+            rows.append(_time_unit(name, layers, x, device))
+            with torch.no_grad():
+                x = run_unit(layers, x)
+        x = x.detach()
+    return rows
+
+
+def _time_unit(name: str, layers: list[nn.Module], x: torch.Tensor, device: torch.device) -> dict:
+    x = x.detach().requires_grad_(x.is_floating_point())
+    params = [p for layer in layers for p in layer.parameters()]
+    inputs = [x, *params] if x.requires_grad else params
+    forward = lambda: run_unit(layers, x)
+    y = forward()
+    upstream = torch.randn_like(y)
+    backward = lambda: torch.autograd.grad(y, inputs, upstream, retain_graph=True) if inputs else None
+    with FlopCounterMode(display=False) as fwd_count:
+        forward()
+    with FlopCounterMode(display=False) as bwd_count:
+        backward()
+    fwd_s = time_steps(forward, steps=REPEATS, warmup=2, device=device)
+    bwd_s = time_steps(backward, steps=REPEATS, warmup=2, device=device)
+    row = {"layer": name, "types": "+".join(type(m).__name__ for m in layers),
+           "output": list(y.shape[1:]), "forward_ms": 1000 * statistics.median(fwd_s.each),
+           "backward_ms": 1000 * statistics.median(bwd_s.each),
+           "forward_flops": fwd_count.get_total_flops(), "backward_flops": bwd_count.get_total_flops()}
+    seconds = (row["forward_ms"] + row["backward_ms"]) / 1000
+    row["tflops"] = (row["forward_flops"] + row["backward_flops"]) / seconds / 1e12 if seconds > 0 else None
+    row["tensor_core_share"] = _kernel_share(forward, backward) if device.type == "cuda" else None
+    return row
+
+
+def _kernel_share(forward, backward) -> float | None:
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        forward()
+        backward()
+        torch.cuda.synchronize()
+    kernels: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[event.name] = kernels.get(event.name, 0.0) + event.device_time_total
+    return _share(kernels)
+
+
+def format_profile(result: dict) -> str:
+    s = result["step"]
+    lines = [f"profile: {result['model']} @{result['input_size']}, batch {result['batch_size']}, "
+             f"{result['precision']}{', channels_last' if result['channels_last'] else ''}; {result['device']}; "
+             f"torch {result['torch']}", f"fast paths: {'; '.join(result['fast_paths'].values())}",
+             f"{'unit':<14}{'layers':<28}{'output':>16}{'fwd ms':>9}{'bwd ms':>9}{'GFLOP':>9}{'GFLOP/s':>9}{'TC':>6}"]
+    total_f = total_b = 0.0
+    for r in result["layers"]:
+        total_f, total_b = total_f + r["forward_ms"], total_b + r["backward_ms"]
+        gflop = (r["forward_flops"] + r["backward_flops"]) / 1e9
+        rate = "-" if not r["tflops"] else f"{1000 * r['tflops']:.0f}"
+        tc = "-" if r["tensor_core_share"] is None else f"{r['tensor_core_share']:.0%}"
+        lines.append(f"{r['layer']:<14}{r['types'][:27]:<28}{'x'.join(map(str, r['output'])):>16}"
+                     f"{r['forward_ms']:>9.3f}{r['backward_ms']:>9.3f}{gflop:>9.2f}{rate:>9}{tc:>6}")
+    lines.append(f"{'sum of units':<58}{total_f:>9.3f}{total_b:>9.3f}")
+    step = f"step ({s['steps']} profiled): wall {s['wall_ms']:.3f} ms"
+    if "gpu_ms" in s:
+        share = "-" if s["tensor_core_share"] is None else f"{s['tensor_core_share']:.0%}"
+        bound = "the host (Python, launches)" if s["host_work_ms"] > s["gpu_ms"] else "the GPU"
+        step += (f", GPU busy {s['gpu_ms']:.3f} ms ({share} in tensor-core kernels), host work "
+                 f"{s['host_work_ms']:.3f} ms + waiting {s['host_wait_ms']:.3f} ms: bound by {bound}")
+        lines += [step, "top kernels (ms per step):"]
+        lines += [f"  {k['ms_per_step']:8.3f}  {k['name']}" for k in s["top_kernels"]]
+    else:
+        lines.append(step)
+    return "\n".join(lines)

@@ -1,0 +1,10 @@
+"""Faster execution forms of the nets' layers, kept out of the models' text (../shared/STYLE.md, "Fast paths
+behind plain ones"): each computes exactly what the plain layer computes, from the plain layer's own parameters,
+so the modules, their `state_dict` and `alexnet summary` stay what the book and the paper print. The runtime
+(the Trainer) chooses them, names them in its banner, and one setting turns each off.
+
+* `conv1`: the first convolution (11x11, stride 4) as a 3x3 stride-1 convolution over a space-to-depth folded
+  input (MLPerf's ResNet trick), so that it runs on tensor cores instead of a generic strided kernel.
+
+Imports only torch.
+"""

@@ -1,0 +1,59 @@
+"""Which fast paths a run takes (issue #21): each is an execution form of the same arithmetic, chosen here from
+the device and the config, named with its reason in the banner and `config.yaml`, and off with one setting.
+
+* `train.cuda_graphs` (auto | true | false): the training step captured as one CUDA graph
+  (`alexnet.training.graphs`). It applies on CUDA to a single process (DDP's collectives are not captured here)
+  with one micro-batch per step and no loss scaling (fp16's GradScaler decides on the host whether to step).
+* `train.space_to_depth` (auto | true | false): conv1 in its space-to-depth form (`alexnet.kernels.conv1`),
+  exact; auto takes it on CUDA, where it moves conv1 onto tensor cores.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from alexnet.base.errors import AlexNetError
+from alexnet.config import Config
+from alexnet.kernels.conv1 import first_conv
+from alexnet.runtime.distributed import DistEnv
+from alexnet.runtime.precision import Precision
+
+
+@dataclass(frozen=True)
+class Choice:
+    on: bool
+    reason: str
+
+    def describe(self, name: str) -> str:
+        return f"{name} {'on' if self.on else 'off'} ({self.reason})"
+
+
+def decide(setting: bool | str, name: str, blocker: str | None, auto_reason: str, auto_on: bool) -> Choice:
+    """`setting` true | false | auto; `blocker` says why the path cannot apply (None: it can)."""
+    if setting is False:
+        return Choice(False, f"train.{name}: false")
+    if blocker is not None:
+        if setting is True:
+            raise AlexNetError(f"train.{name}: true does not apply: {blocker}")
+        return Choice(False, blocker)
+    if setting is True:
+        return Choice(True, f"train.{name}: true")
+    return Choice(auto_on, auto_reason)
+
+
+def cuda_graphs(cfg: Config, device: torch.device, env: DistEnv, precision: Precision) -> Choice:
+    t = cfg.train
+    blocker = ("not a CUDA device" if device.type != "cuda" else
+               "torchrun: DDP's gradient all-reduce is not captured" if env.distributed else
+               f"train.accum_steps {t.accum_steps}: one micro-batch per step only" if t.accum_steps > 1 else
+               "fp16's loss scaling steps on the host" if precision.needs_scaler else None)
+    return decide(t.cuda_graphs, "cuda_graphs", blocker, "auto: full batches replay one captured step", True)
+
+
+def space_to_depth(cfg: Config, device: torch.device, model: torch.nn.Module) -> Choice:
+    blocker = None if first_conv(model) is not None else \
+        f"{cfg.model.name}'s conv1 is not a strided convolution: nothing to fold"
+    on_cuda = device.type == "cuda"
+    reason = ("auto: conv1 folded 4x4 into channels, a 3x3 convolution on tensor cores" if on_cuda else
+              "auto: off on a CPU (oneDNN runs the strided conv1 directly)")
+    return decide(cfg.train.space_to_depth, "space_to_depth", blocker, reason, on_cuda)

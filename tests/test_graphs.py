@@ -1,0 +1,111 @@
+"""The captured training step (alexnet.training.graphs) and the fast-path choices (alexnet.training.fast).
+
+On a CPU: everything of `CapturedStep` but the graph itself (`capture=False`): its warm-up steps are undone
+exactly (parameters and momentum buffers, a buffer that did not exist set to zero), and replays with the tensor
+learning rate give bit-for-bit the weights of the eager steps. On CUDA (marker gpu): the captured graph against
+the eager step, and the trainer's own choice."""
+
+import pytest
+import torch
+from synthetic import write_fashion_mnist
+
+from alexnet.base.errors import AlexNetError
+from alexnet.config import apply_overrides, check, load_preset
+from alexnet.runtime.distributed import DistEnv
+from alexnet.runtime.settings import torch_settings
+from alexnet.training.graphs import CapturedStep
+from alexnet.training.trainer import Trainer
+
+SMALL = {"model.width": 8, "model.hidden": 32, "train.batch_size": 32, "model.dropout": 0.2,
+         "data.train_augment": [{"op": "hflip"}], "train.estimate_steps": 0, "train.precision": "fp32"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=256, n_test=64)
+
+
+def trainer(data_dir, tmp_path, device="cpu", **overrides) -> Trainer:
+    cfg = apply_overrides(load_preset("quick"), {**SMALL, "data.data_dir": str(data_dir), "train.device": device,
+                                                 **overrides})
+    torch.manual_seed(0)  # the same initial weights for every trainer of a test
+    return Trainer(cfg, tmp_path / f"run{len(list(tmp_path.iterdir()))}", DistEnv(), torch.device(device),
+                   quiet=True)
+
+
+def steps(t: Trainer, n: int, captured: CapturedStep | None = None) -> list[float]:
+    """n steps on the epoch's first batches at the schedule's rates, each with its own dropout seed."""
+    losses = []
+    for i, batch in zip(range(n), t.data.train.batches(0), strict=False):
+        x = t.data.train_pipeline(batch.images, t.aug_generator.manual_seed(i))
+        torch.manual_seed(100 + i)
+        lr = t.schedule.lr(i)
+        if captured is None:
+            t.schedule.apply(t.optimizer, i)
+            stats = t.compute_step(x, batch.labels, batch.global_size)
+        else:
+            stats = captured.replay(x, batch.labels, lr)
+        losses.append(stats[0].item())
+    return losses
+
+
+def test_a_replayed_step_equals_the_eager_step_and_the_warm_up_leaves_no_trace(tmp_path, data_dir):
+    eager, replayed = trainer(data_dir, tmp_path), trainer(data_dir, tmp_path)
+    assert eager.cfg.optim.momentum == 0.9  # momentum buffers, absent before the first step
+    first = next(replayed.data.train.batches(0))
+    x = replayed.data.train_pipeline(first.images, replayed.aug_generator)
+    before = {k: v.clone() for k, v in replayed.model.state_dict().items()}
+    captured = CapturedStep(lambda x, y: replayed.compute_step(x, y, first.global_size), replayed.optimizer, x,
+                            first.labels, capture=False)
+    for key, value in replayed.model.state_dict().items():  # three warm-up steps, undone in place
+        assert torch.equal(value, before[key]), key
+    buffers = [replayed.optimizer.state[p]["momentum_buffer"] for p in replayed.model.parameters()]
+    assert all(b is not None and not b.any() for b in buffers)  # zero: the next step is a first step
+    assert all(isinstance(group["lr"], float) for group in replayed.optimizer.param_groups)
+    assert steps(replayed, 4, captured) == steps(eager, 4)
+    for key, value in eager.model.state_dict().items():
+        assert torch.equal(replayed.model.state_dict()[key], value), key
+    for p, q in zip(eager.model.parameters(), replayed.model.parameters(), strict=True):
+        assert torch.equal(eager.optimizer.state[p]["momentum_buffer"], replayed.optimizer.state[q]["momentum_buffer"])
+
+
+def test_the_fast_paths_are_chosen_and_named(tmp_path, data_dir):
+    t = trainer(data_dir, tmp_path)
+    assert not t.fast["cuda_graphs"].on and "not a CUDA device" in t.fast["cuda_graphs"].reason
+    assert not t.fast["space_to_depth"].on and "not a strided convolution" in t.fast["space_to_depth"].reason
+    assert t.run_info["fast_paths"]["cuda_graphs"].startswith("cuda_graphs off (")
+    with pytest.raises(AlexNetError, match="train.cuda_graphs: true does not apply: not a CUDA device"):
+        trainer(data_dir, tmp_path, **{"train.cuda_graphs": True})
+    d2l = trainer(data_dir, tmp_path, **{"model.name": "d2l", "data.input_size": 67, "train.space_to_depth": True})
+    assert d2l.fast["space_to_depth"].on and type(d2l.net).__name__ == "FastForward"
+    assert list(d2l.state_dict()["model"]) == list(d2l.model.state_dict())  # saved as the plain net
+    plain = trainer(data_dir, tmp_path, **{"model.name": "d2l", "data.input_size": 67})
+    assert not plain.fast["space_to_depth"].on and "off on a CPU" in plain.fast["space_to_depth"].reason
+    plain.model.load_state_dict(d2l.model.state_dict())
+    batch = next(d2l.data.train.batches(0))
+    folded, unfolded = d2l.train_step(batch), plain.train_step(batch)  # the same seeds: step 0, rank 0
+    assert folded[0].item() == pytest.approx(unfolded[0].item(), rel=1e-5) and folded[1] == unfolded[1]
+
+
+def test_accumulation_needs_an_image_per_micro_batch(tmp_path, data_dir):
+    with pytest.raises(AlexNetError, match="train.batch_size 2 is smaller than train.accum_steps 4"):
+        check(apply_overrides(load_preset("quick"), {"train.batch_size": 2, "train.accum_steps": 4}))
+
+
+@pytest.mark.gpu
+def test_the_cuda_graph_step_equals_the_eager_step_on_cuda(tmp_path, data_dir):
+    """The trainer's own path (graphs auto vs off), dropout and augmentation on, fp32 (TF32 off): the same
+    arithmetic, so the same weights to fp32 rounding (cuBLAS may pick another kernel while capturing)."""
+    cuda = torch.device("cuda")
+    with torch_settings(cuda, precision="fp32"):
+        graphed = trainer(data_dir, tmp_path, "cuda", **{"model.name": "d2l", "data.input_size": 67})
+        eager = trainer(data_dir, tmp_path, "cuda", **{"model.name": "d2l", "data.input_size": 67,
+                                                        "train.cuda_graphs": False})
+        assert graphed.fast["cuda_graphs"].on and graphed.fast["space_to_depth"].on
+        for t in (graphed, eager):
+            for _, batch in zip(range(5), t.data.train.batches(0), strict=False):
+                t.train_step(batch)
+                t.progress.global_step += 1
+        assert graphed.captured is not None and eager.captured is None
+        for key, value in eager.model.state_dict().items():
+            torch.testing.assert_close(graphed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)

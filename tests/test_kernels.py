@@ -1,0 +1,92 @@
+"""The execution forms of alexnet.kernels equal the plain layers they stand for, forward and backward, and leave
+the modules as they were (parameters, state_dict keys, summary)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet.kernels.conv1 import FastForward, applies, conv2d_space_to_depth, first_conv, fold
+from alexnet.models import create_model
+
+# (in channels, input side, padding) of the first layers: d2l (1 x 224, p 1), the paper (3 x 227, p 0),
+# torchvision (3 x 224, p 2); all 11 x 11 stride 4
+FIRST_LAYERS = [(1, 224, 1, 96), (3, 227, 0, 96), (3, 224, 2, 64)]
+
+
+def test_fold_puts_each_block_into_channels():
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(1, 2, 8, 8)
+    f = fold(x, 4)
+    assert f.shape == (1, 32, 2, 2)
+    # channel c*16 + r*4 + q of block (a, b) is pixel (4a + r, 4b + q) of channel c
+    for c, r, q, a, b in [(0, 0, 0, 0, 0), (1, 3, 2, 1, 0), (0, 1, 3, 1, 1)]:
+        assert f[0, c * 16 + r * 4 + q, a, b] == x[0, c, 4 * a + r, 4 * b + q]
+
+
+@pytest.mark.parametrize("channels,side,padding,out", FIRST_LAYERS)
+def test_space_to_depth_equals_the_strided_convolution_in_float64(channels, side, padding, out):
+    g = torch.Generator().manual_seed(side + padding)
+    x = torch.randn(2, channels, side, side, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(out, channels, 11, 11, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(out, dtype=torch.float64, generator=g, requires_grad=True)
+    plain = F.conv2d(x, w, b, stride=4, padding=padding)
+    fast = conv2d_space_to_depth(x, w, b, 4, padding)
+    assert fast.shape == plain.shape  # d2l: 54 x 54, the paper: 55 x 55 (the book's and the paper's shapes)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(plain.shape, dtype=torch.float64, generator=g)
+    grads_plain = torch.autograd.grad(plain, (x, w, b), upstream)
+    grads_fast = torch.autograd.grad(fast, (x, w, b), upstream)
+    for name, a, e in zip(("input", "weight", "bias"), grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("channels,side,padding,out", FIRST_LAYERS[:2])
+def test_the_d2l_and_paper_first_layers_agree_in_float32(channels, side, padding, out):
+    """fp32: the two forms sum the 121 (363) products in another order, so they agree to rounding, ~1e-7 of
+    the values; measured against the values' norm so that no single near-zero element decides."""
+    g = torch.Generator().manual_seed(channels)
+    conv = nn.Conv2d(channels, out, 11, stride=4, padding=padding)
+    x = torch.randn(8, channels, side, side, generator=g)
+    plain = conv(x)
+    with torch.no_grad():
+        fast = conv2d_space_to_depth(x, conv.weight, conv.bias, 4, padding)
+    assert (fast - plain).norm() / plain.norm() < 1e-5
+    upstream = torch.randn(plain.shape, generator=g)
+    grad_plain = torch.autograd.grad(plain, conv.weight, upstream)[0]
+    fast = conv2d_space_to_depth(x, conv.weight, conv.bias, 4, padding)
+    grad_fast = torch.autograd.grad(fast, conv.weight, upstream)[0]
+    assert (grad_fast - grad_plain).norm() / grad_plain.norm() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["d2l", "paper", "torchvision"])
+def test_fast_forward_equals_the_plain_net(name):
+    """The whole net in float64, so that the comparison shows the wiring (fp32 rounding differences in conv1 move
+    ReLU and LRN decisions downstream: the network's gradient is not a check of the rewrite)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, dropout=0.0).double()
+    c, side = (1, 224) if name == "d2l" else (3, 227 if name == "paper" else 224)
+    x = torch.randn(2, c, side, side, dtype=torch.float64)
+    keys, params = list(model.state_dict()), [p.data_ptr() for p in model.parameters()]
+    fast = FastForward(model)
+    # the same parameters, nothing added: state_dict, parameters and the module's own forward stay the plain ones
+    assert [p.data_ptr() for p in fast.parameters()] == params and list(model.state_dict()) == keys
+    plain_out = model(x)
+    plain_grads = torch.autograd.grad(plain_out.square().sum(), list(model.parameters()))
+    fast_out = fast(x)
+    fast_grads = torch.autograd.grad(fast_out.square().sum(), list(model.parameters()))
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-10, atol=1e-12)
+    for (key, _), a, e in zip(model.named_parameters(), fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12, msg=key)
+    assert "forward" not in vars(model.features[0])  # the folded forward is gone outside the call
+    assert type(model.features[0]) is nn.Conv2d and model.features[0].weight.shape[-1] == 11
+
+
+def test_which_convolutions_it_covers():
+    assert applies(nn.Conv2d(1, 96, 11, stride=4, padding=1))
+    assert not applies(nn.Conv2d(1, 8, 3, stride=1, padding=1))        # small's conv1: nothing to fold
+    assert not applies(nn.Conv2d(4, 8, 11, stride=4, groups=2))         # grouped
+    assert not applies(nn.Conv2d(1, 8, 11, stride=(4, 2)))              # unequal strides
+    assert not applies(nn.Conv2d(1, 8, 11, stride=4, padding_mode="reflect"))
+    assert first_conv(create_model("small")) is None
+    with pytest.raises(ValueError, match="strided square convolution"):
+        FastForward(create_model("small"))
