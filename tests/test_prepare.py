@@ -188,6 +188,11 @@ def test_train_on_a_prepared_dataset(source, tmp_path, cli):
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["test_count"] == 6 and metrics["step"] == (14 - metrics.get("val_count", 0)) // 4
+    # where the epoch's time went (host seconds) and where its images were decoded: all on this CPU, the
+    # epoch's and the start-up estimate's
+    assert metrics["input_wait_s"] >= 0 and metrics["step_s"] > 0
+    decoded = metrics["decoded_on"]
+    assert decoded["nvimgcodec"] == decoded["nvjpeg"] == 0 and decoded["cpu"] >= 4 * metrics["step"]
 
 
 def test_killed_prepare_resumes_without_redoing_shards(source, tmp_path, monkeypatch):
@@ -297,12 +302,14 @@ def test_prepared_loader_on_cuda_matches_the_cpu(source, tmp_path):
     run_prepare(source, tmp_path / "dst")
     ds = load_dataset("folder", "train", tmp_path / "dst", image_size=SIZE)
     options = dict(batch_size=4, shuffle=True, seed=1, rank=1, world_size=2)
-    for cpu, gpu in zip(PreparedLoader(ds, device="cpu", **options).batches(2),
-                        PreparedLoader(ds, device="cuda", **options).batches(2), strict=True):
+    gpu_loader = PreparedLoader(ds, device="cuda", decoder="nvjpeg", **options)
+    for cpu, gpu in zip(PreparedLoader(ds, device="cpu", **options).batches(2), gpu_loader.batches(2), strict=True):
         assert gpu.images.device.type == "cuda" and gpu.images.dtype == torch.uint8
         assert torch.equal(gpu.labels.cpu(), cpu.labels) and gpu.global_size == cpu.global_size
         diff = (gpu.images.cpu().int() - cpu.images.int()).abs()
         assert diff.float().mean() < 1 and diff.max() <= 16  # nvJPEG's IDCT and upsampling are not libjpeg's
+    # nvJPEG decoded every one of them (rank 1 of 2: 2 images per step of 4, 3 full steps and a last 2 / 2 = 1)
+    assert gpu_loader.decoded_on == {"nvimgcodec": 0, "nvjpeg": 7, "cpu": 0}, gpu_loader.describe()
 
 
 def test_decode_throughput_of_a_prepared_dataset_and_its_folder(source, tmp_path):

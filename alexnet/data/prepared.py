@@ -1,6 +1,7 @@
 """Reading a dataset that `alexnet prepare` (`alexnet.data.prepare`) wrote: the paper's 256x256 crops (section 2),
 re-encoded as JPEG and stored back to back in shards, so a training step reads a few hundred small slices of
-memory-mapped files and decodes the whole batch at once on the training device (nvJPEG on a GPU).
+memory-mapped files and decodes the whole batch at once on the training device (on a GPU: nvImageCodec's hardware
+JPEG engines or nvJPEG, `alexnet.data.decode`), while the previous batch trains.
 
     DST/manifest.json       format and version, source folder, classes, image size, JPEG quality, shard size,
                             `complete`, and per split folder (train/, and val/ or test/ as the source has them):
@@ -23,7 +24,7 @@ import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +32,16 @@ import torch
 
 from alexnet.base.errors import AlexNetError, one_line
 from alexnet.base.files import atomic_write
-from alexnet.data.decode import decode_batch
+from alexnet.data.decode import Decoder, decode_batch
 from alexnet.data.folder import SPLIT_FOLDERS
 from alexnet.data.loader import Batch, Order
 
 MANIFEST = "manifest.json"
 VERIFIED = ".verified.json"  # what the last full check saw: shard sizes and modification times
 FORMAT, VERSION = "alexnet-jpeg-shards", 1
-PREFETCH = 2  # batches whose bytes a background thread reads ahead of the decode
+READ_AHEAD = 4  # batches whose shard bytes are read ahead of the one being decoded
+READ_THREADS = 2  # threads reading them (memory-mapped slices: page faults on a cold cache, not CPU)
+OVERLAP_ENV = "ALEXNET_LOADER_OVERLAP"  # 0: read and decode in the caller's thread, one batch at a time
 HASH_BLOCK = 1 << 22  # bytes per read while hashing (4 MiB)
 
 
@@ -221,31 +224,87 @@ def _read_indices(root: Path, entry: dict, source: Path) -> tuple[np.ndarray, li
 
 
 class PreparedLoader:
-    """A prepared dataset's batches, decoded on `device`: a background thread reads the next batches' bytes while
-    the current one decodes (nvJPEG on a GPU, CPU threads otherwise). Order and rank shares as `FolderLoader`."""
+    """A prepared dataset's batches, decoded on `device`, in `Order` (as `FolderLoader`: ranks, resume).
+
+    Overlapped (the default; ALEXNET_LOADER_OVERLAP=0 or `overlap=False` turns it off): READ_THREADS background
+    threads read the shard bytes of the next READ_AHEAD batches, and one decoding thread decodes batch n+1 while
+    the caller trains on batch n. On CUDA that thread decodes on a CUDA stream of its own and records an event;
+    the caller's stream waits on the event (on the GPU: no host sync), and the batch is marked as used on the
+    caller's stream (`record_stream`) so that the allocator does not hand its memory back to the decoding stream
+    early. The batches are a function of (seed, epoch, step) alone, whatever the threads' timing: each is decoded
+    from its own indices, and they are handed over in step order. `decoder` picks the decode backend
+    (`alexnet.data.decode`; default $ALEXNET_DECODER, else auto); `decoded_on` counts where images went."""
 
     def __init__(self, dataset: PreparedDataset, *, batch_size: int, device, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1):
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, decoder: str | None = None,
+                 overlap: bool | None = None):
         self.dataset, self.device = dataset, torch.device(device)
         self.order = Order(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
                             world_size=world_size)
+        self.decoder = Decoder(self.device, decoder)
+        self.overlap = os.environ.get(OVERLAP_ENV, "1") != "0" if overlap is None else overlap
+        self._stream: torch.cuda.Stream | None = None  # the decoding thread's, made on first use
 
     def __len__(self) -> int:
         return len(self.order)
 
+    @property
+    def decoded_on(self) -> dict[str, int]:
+        """Images decoded so far per backend (nvimgcodec, nvjpeg, cpu), by this loader."""
+        return self.decoder.decoded_on
+
+    def describe(self) -> dict:
+        """The decoder's record (`Decoder.describe`) and whether decoding overlaps training."""
+        return {**self.decoder.describe(), "overlap": self.overlap}
+
     def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         steps = list(self.order.steps(epoch, start))
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alexnet-read") as reader:
-            pending = deque(reader.submit(self.dataset.read, idx.tolist()) for idx, _ in steps[:PREFETCH])
-            for step, (idx, global_size) in enumerate(steps):
-                if step + PREFETCH < len(steps):
-                    pending.append(reader.submit(self.dataset.read, steps[step + PREFETCH][0].tolist()))
-                blobs = pending.popleft().result()
-                yield Batch(self._decode(blobs, idx), self.dataset.labels[idx].to(self.device, non_blocking=True),
-                            global_size)
+        if not self.overlap:  # the plain order of work: read, decode, hand over, in the caller's thread
+            for idx, global_size in steps:
+                yield Batch(self._decode(self.dataset.read(idx.tolist()), idx),
+                            self.dataset.labels[idx].to(self.device, non_blocking=True), global_size)
+            return
+        readers = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="alexnet-read")
+        decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alexnet-next")  # in step order
+        try:
+            reads = {i: readers.submit(self.dataset.read, steps[i][0].tolist())
+                     for i in range(min(READ_AHEAD, len(steps)))}
+            decoded = deque([decoding.submit(self._job, reads.pop(0), steps[0][0])] if steps else [])
+            for step, (_, global_size) in enumerate(steps):
+                if (ahead := step + READ_AHEAD) < len(steps):
+                    reads[ahead] = readers.submit(self.dataset.read, steps[ahead][0].tolist())
+                if (ahead := step + 1) < len(steps):  # batch n + 1 decodes while the caller trains on batch n
+                    decoded.append(decoding.submit(self._job, reads.pop(ahead), steps[ahead][0]))
+                yield self._hand_over(*decoded.popleft().result(), global_size)
+        finally:  # also when the caller stops early: nothing is left running behind it
+            readers.shutdown(wait=True, cancel_futures=True)
+            decoding.shutdown(wait=True, cancel_futures=True)
+
+    def _job(self, read: Future, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
+        """The decoding thread's work for one batch: (images, labels, event marking them ready or None)."""
+        blobs, labels = read.result(), self.dataset.labels[idx]
+        if self.device.type != "cuda":
+            return self._decode(blobs, idx), labels, None
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._stream):  # this thread's current stream: the decode and copies queue here
+            images = self._decode(blobs, idx)
+            labels = labels.pin_memory().to(self.device, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(self._stream)
+        return images, labels, ready
+
+    def _hand_over(self, images: torch.Tensor, labels: torch.Tensor, ready: torch.cuda.Event | None,
+                   global_size: int) -> Batch:
+        if ready is not None:
+            consumer = torch.cuda.current_stream(self.device)
+            consumer.wait_event(ready)  # the GPU waits for the decode, the host does not
+            images.record_stream(consumer)
+            labels.record_stream(consumer)
+        return Batch(images, labels, global_size)
 
     def _decode(self, blobs: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         if not blobs:  # a rank's empty share of a last global batch smaller than the number of ranks
             size = self.dataset.image_size
             return torch.empty(0, 3, size, size, dtype=torch.uint8, device=self.device)
-        return decode_batch(blobs, self.device, lambda row: self.dataset.describe(int(idx[row])))
+        return self.decoder.decode_batch(blobs, lambda row: self.dataset.describe(int(idx[row])))

@@ -1,0 +1,140 @@
+"""The largest-batch search of `alexnet bench --max-batch` (alexnet.bench.memory), on the CPU against fake GPUs
+whose memory is a known function of the batch: it ends at the true limit within its resolution, in a few tries,
+however wrong the linear estimate, and reports every try. (The CUDA side, `max_batch`, is a GPU test.)"""
+
+import math
+
+import pytest
+
+from alexnet.base.errors import AlexNetError
+from alexnet.bench.memory import (
+    MARGIN,
+    PROBES,
+    RESOLUTION,
+    bracket_search,
+    largest_fitting,
+    linear_estimate,
+    max_batch,
+    search_max_batch,
+)
+from alexnet.bench.throughput import BenchSpec
+
+GIB = 1 << 30
+
+
+class FakeGPU:
+    """peak(b) = fixed + per_image * b + extra(b) bytes; a step fits when its peak is within `capacity`. Each
+    step takes `seconds(b)` on a fake clock."""
+
+    def __init__(self, capacity, fixed, per_image, extra=lambda b: 0, seconds=lambda b: 0.1 + b * 1e-4):
+        self.capacity, self.fixed, self.per_image, self.extra, self.seconds = capacity, fixed, per_image, extra, seconds
+        self.now, self.calls = 0.0, []
+
+    def peak(self, b):
+        return self.fixed + self.per_image * b + self.extra(b)
+
+    def peak_of(self, b):
+        self.calls.append(b)
+        self.now += self.seconds(b)
+        return self.peak(b) if self.peak(b) <= self.capacity else "out of memory"
+
+    def clock(self):
+        return self.now
+
+    def largest(self):
+        return max(b for b in range(1, 1 << 16 + 1) if self.peak(b) <= self.capacity) if self.peak(1) <= \
+            self.capacity else 0
+
+
+def search(gpu, **kwargs):
+    return search_max_batch(gpu.peak_of, lambda: gpu.capacity, clock=gpu.clock, **kwargs)
+
+
+def assert_found(result, gpu):
+    true = gpu.largest()
+    good, bad = result["max_batch"], result["smallest_not_fitting"]
+    assert good <= true and gpu.peak(good) <= gpu.capacity  # what it reports fits
+    assert bad is not None and bad > true                   # ... and the next size it names does not
+    assert bad - good <= max(1, int(good * RESOLUTION))     # within the resolution of the true limit
+
+
+@pytest.mark.parametrize("per_image_mib", [3.0, 9.5, 40.0])
+def test_a_linear_memory_is_found_in_a_few_tries(per_image_mib):
+    """An H200-sized GPU, memory linear in the batch: the estimate lands within MARGIN of the limit."""
+    gpu = FakeGPU(capacity=140 * GIB, fixed=2 * GIB, per_image=int(per_image_mib * (1 << 20)))
+    result = search(gpu)
+    assert_found(result, gpu)
+    assert gpu.calls[:2] == list(PROBES) and len(gpu.calls) <= 7  # two probes, the estimate, the bracket, bisect
+    estimate = result["estimate"]
+    assert estimate["per_image_bytes"] == gpu.per_image and estimate["fixed_bytes"] == gpu.fixed
+    assert estimate["batch"] == math.floor((gpu.capacity * MARGIN - gpu.fixed) / gpu.per_image)
+    assert [t["batch"] for t in result["trials"]] == gpu.calls  # every try, in order, with its outcome
+    assert all(t["fits"] == (gpu.peak(t["batch"]) <= gpu.capacity) for t in result["trials"])
+    assert all(t["seconds"] == pytest.approx(gpu.seconds(t["batch"])) for t in result["trials"])
+    assert all((t["peak_bytes"] is None) == (t["error"] == "out of memory") for t in result["trials"])
+    assert result["tried"] == {t["batch"]: t["fits"] for t in result["trials"]}
+    assert result["search_seconds"] == pytest.approx(sum(t["seconds"] for t in result["trials"]))
+
+
+@pytest.mark.parametrize("extra", [
+    lambda b: 3 * GIB if b > 64 else 0,               # a workspace that appears above the probes: estimate high
+    lambda b: -(b * (1 << 20)) // 2 if b > 64 else 0,  # memory that grows slower above them: estimate low
+    lambda b: (b // 1000) * GIB,                       # steps of a GiB every 1000 images
+])
+def test_a_wrong_estimate_still_ends_at_the_limit(extra):
+    gpu = FakeGPU(capacity=80 * GIB, fixed=GIB, per_image=5 << 20, extra=extra)
+    result = search(gpu)
+    assert_found(result, gpu)
+    assert len(gpu.calls) <= 14  # the walk's factors grow: the bracket is found in logarithmically many tries
+
+
+def test_the_time_budget_stops_bisection_and_the_bracket_says_how_close():
+    gpu = FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=4 << 20, extra=lambda b: 2 * GIB if b > 64 else 0,
+                  seconds=lambda b: 10.0)
+    result = search(gpu, budget_s=25.0, resolution=0.0)
+    good, bad = result["max_batch"], result["smallest_not_fitting"]
+    assert gpu.peak(good) <= gpu.capacity < gpu.peak(bad)  # a true bracket, however wide
+    assert len(gpu.calls) <= 5 and result["search_seconds"] <= 25.0 + 3 * 10.0
+
+
+def test_when_even_a_probe_does_not_fit_it_halves():
+    gpu = FakeGPU(capacity=10 * GIB, fixed=GIB, per_image=GIB)  # 9 images fit
+    result = search(gpu)
+    assert result["max_batch"] == 9 and result["estimate"] is None and result["smallest_not_fitting"] == 10
+    assert gpu.calls[0] == PROBES[0]
+    nothing = FakeGPU(capacity=GIB, fixed=2 * GIB, per_image=1)
+    assert search(nothing)["max_batch"] == 0
+
+
+def test_the_limit_caps_the_search():
+    gpu = FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=1 << 10)  # millions would fit
+    result = search(gpu, limit=4096)
+    assert result["max_batch"] == 4096 and result["smallest_not_fitting"] is None
+    assert max(gpu.calls) == 4096
+
+
+def test_linear_estimate_and_bracket_search_alone():
+    assert linear_estimate({16: 1000 + 16 * 10, 48: 1000 + 48 * 10}, capacity=10_000, margin=1.0) == {
+        "per_image_bytes": 10.0, "fixed_bytes": 1000.0, "capacity_bytes": 10_000, "margin": 1.0, "batch": 900}
+    for true in (1, 2, 7, 100, 999, 1000, 5000):
+        for estimate in (1, true // 3 + 1, true, true + 1, 3 * true, 60_000):
+            good, bad = bracket_search(lambda b, t=true: b <= t, estimate, resolution=0.0)
+            assert (good, bad) == (true, true + 1), (true, estimate)
+    assert bracket_search(lambda b: False, 50) == (0, 1)
+    assert largest_fitting(lambda b: b <= 100, start=64, limit=4096) == 100  # the blind search is kept
+
+
+def test_max_batch_needs_cuda():
+    with pytest.raises(AlexNetError, match="needs a CUDA device"):
+        max_batch(BenchSpec(model="small", device="cpu"))
+
+
+@pytest.mark.gpu
+def test_max_batch_on_cuda_reports_its_tries():
+    """The real search, on a net small enough that the limit itself fits: two probes and one try."""
+    result = max_batch(BenchSpec(model="small", input_size=28, device="cuda"))
+    assert result["max_batch"] == 1 << 16 and result["smallest_not_fitting"] is None
+    assert [t["batch"] for t in result["trials"]] == [*PROBES, 1 << 16] and all(t["fits"] for t in result["trials"])
+    estimate = result["estimate"]
+    assert 0 < estimate["per_image_bytes"] < 1 << 20 and estimate["capacity_bytes"] <= result["total_memory_bytes"]
+    assert all(t["peak_bytes"] > result["baseline_bytes"] for t in result["trials"])
