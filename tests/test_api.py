@@ -1,6 +1,10 @@
 """The Python API as a notebook uses it (alexnet.api): train a preset, fit a net of one's own as d2l's train_ch6
 does, load a checkpoint, predict a PNG, evaluate, summarise; and the book's shape loop."""
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 import torch
 from synthetic import patterned, write_fashion_mnist
@@ -9,6 +13,7 @@ from torchvision.io import write_png
 
 import alexnet
 from alexnet.base.errors import AlexNetError
+from alexnet.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +57,80 @@ def test_a_notebook_session(tmp_path, data_dir):
     # 4. evaluate, and a net of one's own needs its instance to load
     result = alexnet.evaluate(run.best, device="cpu")
     assert result.count == 200 and 0 <= result.top1 <= 1
+    assert result.classes == classes and list(result.accuracy_by_class()) == classes  # the names, in class order
+    assert list(result.accuracy_by_class().values()) == result.per_class and len(classes) == 10
     with pytest.raises(AlexNetError, match="pass an instance of it"):
         alexnet.load(fitted.best)
     again, _ = alexnet.load(fitted.best, model=nn.Sequential(*[type(m)(*_args(m)) for m in net]))
     assert torch.equal(again[-1].weight, torch.load(fitted.best, weights_only=True)["model"]["4.weight"])
+
+
+TINY = dict(batch_size=32, model__width=8, model__hidden=32, data__train_subset=300, quiet=True)
+FIGURES = ("train_loss", "val_acc", "test_acc", "test_loss")  # of an epoch, the same however often it is run
+
+
+def figures(history):
+    return [[r[k] for k in FIGURES] for r in history]
+
+
+def test_train_again_into_one_folder(tmp_path, data_dir, monkeypatch):
+    out, keys = tmp_path / "nb", dict(TINY, data_dir=str(data_dir))
+    first = alexnet.train("quick", out, epochs=1, **keys)
+    with pytest.raises(AlexNetError) as info:
+        alexnet.train("quick", out, epochs=2, **keys)
+    assert str(info.value) == (f"{out} already holds a run; continue it with resume=True, replace it with "
+                               f"overwrite=True, or pass another out=")
+
+    # resume=True continues the run, as `alexnet train --resume`: epochs count them all, the first one kept
+    again = alexnet.train("quick", out, epochs=2, resume=True, **keys)
+    assert [r["epoch"] for r in again.history] == [1, 2] and figures(again.history[:1]) == figures(first.history)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    more = alexnet.train(out=out, epochs=3, resume=True, quiet=True)  # no preset: the run's own config
+    assert [r["epoch"] for r in more.history] == [1, 2, 3] and more.config.model.options["width"] == 8
+    with pytest.raises(AlexNetError, match=r"^cannot resume: model.width is 16 but the run was started with 8; "
+                                           r"use the run's own config or another out=$"):
+        alexnet.train("quick", out, epochs=4, resume=True, **{**keys, "model__width": 16})
+
+    # overwrite=True starts again; interrupted, it leaves the old run whole and nothing of its own
+    def interrupted(self):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "fit", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            alexnet.train("quick", out, epochs=1, overwrite=True, **keys)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3 and os.listdir(tmp_path) == ["nb"]
+    fresh = alexnet.train("quick", out, epochs=1, overwrite=True, **keys)
+    assert figures(fresh.history) == figures(first.history) and fresh.out == out
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1 and os.listdir(tmp_path) == ["nb"]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["progress"]["epoch"] == 1
+    with pytest.raises(AlexNetError, match="^resume=True continues the run in out= and overwrite=True replaces it"):
+        alexnet.train("quick", out, resume=True, overwrite=True, **keys)
+
+
+def test_without_out_every_call_gets_its_own_folder(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda _format: "20260102-030405")  # two calls within one second
+    runs = [alexnet.train("quick", epochs=1, data_dir=str(data_dir), **TINY) for _ in range(2)]
+    assert [r.out for r in runs] == [Path("runs/quick-20260102-030405"), Path("runs/quick-20260102-030405-2")]
+    with pytest.raises(AlexNetError, match="^resume=True continues a run: name its folder with out=$"):
+        alexnet.train("quick", epochs=1, resume=True, **TINY)
+
+
+def test_fit_again_into_one_folder(tmp_path, data_dir):
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    keys = dict(out=tmp_path / "fit", input_size=28, lr=0.1, batch_size=32, data_dir=str(data_dir), quiet=True)
+    first = alexnet.fit(net(), epochs=1, **keys)
+    with pytest.raises(AlexNetError, match="continue it with resume=True, replace it with overwrite=True, or pass"):
+        alexnet.fit(net(), epochs=2, **keys)
+    resumed = net()
+    again = alexnet.fit(resumed, epochs=2, resume=True, **keys)
+    assert [r["epoch"] for r in again.history] == [1, 2] and figures(again.history[:1]) == figures(first.history)
+    saved = torch.load(tmp_path / "fit" / "checkpoint.pt", weights_only=True)["model"]
+    assert torch.equal(resumed[1].weight, saved["1.weight"])  # the net given went on from the run's weights
+    fresh = alexnet.fit(net(), epochs=1, overwrite=True, **keys)
+    assert figures(fresh.history) == figures(first.history)
 
 
 def _args(module):

@@ -4,6 +4,7 @@ precision, the datasheet peak is found by GPU name, the d2l baseline reads torch
 picks the first epoch at the target, the batch search finds the boundary, and bad input is one line with exit 2.
 No figure here is a speed: speeds are measured by `benchmarks/run_cpu.sh`, never asserted."""
 
+import copy
 import gzip
 import itertools
 import json
@@ -30,8 +31,20 @@ from alexnet.bench import (
 from alexnet.bench import baseline as baseline_mod
 from alexnet.bench import loader as loader_mod
 from alexnet.bench import peak as peak_mod
+from alexnet.bench import timing as timing_mod
 from alexnet.bench.baseline import d2l_dataset, torchvision_root
-from alexnet.bench.throughput import flops_per_image, forever
+from alexnet.bench.compare import format_bench
+from alexnet.bench.throughput import (
+    CUDA_PEAK,
+    RSS_PHASE,
+    RSS_PROCESS,
+    flops_per_image,
+    forever,
+    peak_memory,
+    reset_peak_memory,
+    step_stats,
+)
+from alexnet.bench.timing import StepTimes, time_steps
 from alexnet.config import apply_overrides, load_preset
 from alexnet.models import create_model
 from alexnet.runtime.device import CpuFeatures
@@ -89,6 +102,9 @@ def check_figures(r: dict, spec: BenchSpec) -> None:
     for key in FIGURES:
         assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, (key, r[key])
     assert r["step_ms"] == pytest.approx(1000 * spec.batch_size / r["train_images_per_sec"])
+    s = r["step_ms_stats"]  # every timed step, the mean among them
+    assert s["steps"] == spec.steps and s["min"] <= s["p25"] <= s["median"] <= s["p75"] <= s["max"]
+    assert s["min"] <= r["step_ms"] * (1 + 1e-9) and r["step_ms"] <= s["max"] * (1 + 1e-9)
     assert r["achieved_flops"] == pytest.approx(r["flops_per_image"] * r["train_images_per_sec"])
     if r["mfu"] is None:  # the tiny test peak (64^3, 128^3) may be below what the model achieved
         assert r["achieved_flops"] > r["peak_flops"] or r["emulated"], r
@@ -119,6 +135,94 @@ def test_ours_and_baseline_on_a_tiny_model(gz_dir):
     assert result["ratio"] == pytest.approx(ours["train_images_per_sec"] / base["train_images_per_sec"])
     assert result["device"].startswith("cpu") and result["torch"] == torch.__version__
     assert result["config"]["model"] == "small" and result["config"]["input_size"] == 28
+
+
+def side(precision: str, images_per_sec: float, peak: tuple[str, float], steps_ms: list[float], memory_mib: int,
+         memory_kind: str = CUDA_PEAK) -> dict:
+    """One row of a bench result as `summarise` writes it, with figures chosen to read off the table."""
+    achieved = 1e9 * images_per_sec  # 1 GFLOP per training image
+    stats = step_stats(StepTimes([ms / 1000 for ms in steps_ms]))
+    return {"precision": precision, "train_images_per_sec": images_per_sec, "infer_images_per_sec": 3 * images_per_sec,
+            "step_ms": sum(steps_ms) / len(steps_ms), "step_ms_stats": stats, "flops_per_image": 10**9,
+            "achieved_flops": achieved, "peak_precision": peak[0], "peak_flops": peak[1], "mfu": achieved / peak[1],
+            "mfu_reason": None, "peak_source": "cache", "peak_loadavg": None, "peak_matmul_size": 8192,
+            "peak_cache_file": "peaks.json", "peak_measured_at": "2026-01-01T00:00:00Z", "peak_method": "matmuls",
+            "float32_matmul_precision": "highest", "emulated": False, "slowdown_vs_fp32": None, "datasheet": None,
+            "peak_memory_bytes": memory_mib * 2**20, "peak_memory_kind": memory_kind,
+            "peak_memory_per_phase": memory_kind != RSS_PROCESS, "channels_last": True, "precision_reason": "auto"}
+
+
+def bench_result(ours: dict, baseline: dict | None, steps: int) -> dict:
+    return {"ours": ours, "baseline": baseline, "device": "cuda: NVIDIA H200", "torch": "2.9",
+            "ratio": None if baseline is None else ours["train_images_per_sec"] / baseline["train_images_per_sec"],
+            "config": {"model": "d2l", "input_size": 224, "batch_size": 128, "compile": False, "synthetic": True,
+                       "steps": steps, "warmup": 3}}
+
+
+def test_the_bench_table_says_what_each_row_divides_by():
+    """Each row names its precision and its MFU's peak; a speed-up column; per-phase memory; the steps' spread,
+    and notes where the figures are rough: too few steps, or a row whose steps ranged widely."""
+    ours = side("bf16", 5000.0, ("bf16", 800e12), [25.0, 25.2, 25.6, 24.9, 26.0], 2048)
+    base = side("tf32", 1250.0, ("tf32", 400e12), [100.0, 98.0, 150.0, 101.0, 102.0], 3000)
+    lines = format_bench(bench_result(ours, base, steps=5)).splitlines()
+    assert lines[1:4] == [
+        "          precision  train img/s  speed-up  step ms  (min-max)     infer img/s      achieved   MFU  "
+        "of peak              peak mem",
+        "ours      bf16            5000.0     4.00x     25.2  (24.9-26.0)       15000.0  5.00 TFLOP/s  0.6%  "
+        "bf16 800.00 TFLOP/s  2048 MiB",
+        "baseline  tf32            1250.0     1.00x    101.0  (98.0-150.0)       3750.0  1.25 TFLOP/s  0.3%  "
+        "tf32 400.00 TFLOP/s  3000 MiB"]
+    assert lines[5:8] == [
+        "MFU: achieved FLOP/s / the measured matmul peak of the arithmetic the row runs in: ours bf16 (800.00 "
+        "TFLOP/s), baseline tf32 (400.00 TFLOP/s)",
+        "  the rows divide by different peaks: compare them by img/s, not by MFU",
+        f"peak mem: {CUDA_PEAK}"]
+    assert lines[8:10] == [
+        "NOTE: only 5 timed steps (20 or more for a steady figure): treat these figures as rough; raise --steps",
+        "NOTE: baseline: the steps ranged 98.0-150.0 ms, 51% of their 101.0 ms median (other work on the machine, "
+        "clock changes or a stalling input pipeline); rerun or raise --steps"]
+    assert lines[10:12] == ["ours: bf16 + channels_last (auto)",
+                            "FLOPs per training image: 1,000,000,000 (forward + backward, torch.utils.flop_counter)"]
+    assert lines[12].startswith("peak (bf16): 800.00 TFLOP/s at 8192^3, from the cache (peaks.json, measured")
+
+    # ours alone, 20 steady steps on a CPU whose RSS high-water mark cannot be reset: no notes, no memory column
+    alone = side("fp32", 100.0, ("fp32", 2e12), [10.0] * 19 + [10.5], 900, memory_kind=RSS_PROCESS)
+    lines = format_bench(bench_result(alone, None, steps=20)).splitlines()
+    assert lines[1:3] == ["      precision  train img/s  step ms  (min-max)    infer img/s       achieved   MFU  "
+                          "of peak",
+                          "ours  fp32             100.0     10.0  (10.0-10.5)        300.0  100.0 GFLOP/s  5.0%  "
+                          "fp32 2.00 TFLOP/s"]
+    assert lines[3:6] == [
+        "step ms: the median timed step (fastest-slowest); img/s and achieved FLOP/s: over all of them",
+        "MFU: achieved FLOP/s / the measured matmul peak of the arithmetic the row runs in: ours fp32 (2.00 TFLOP/s)",
+        f"memory: not shown: this machine gives only {RSS_PROCESS}, the same for every row"]
+    assert not any(line.startswith("NOTE") for line in lines)
+
+
+def test_every_timed_step_is_stamped(monkeypatch):
+    clock = iter([10.0, 10.5, 11.0, 13.0, 13.25])  # perf_counter at the start and after each of 4 steps
+    monkeypatch.setattr(timing_mod.time, "perf_counter", lambda: next(clock))
+    calls = []
+    seconds = time_steps(lambda: calls.append(1), steps=4, warmup=2, device=torch.device("cpu"))
+    assert seconds == 3.25 and seconds.each == (0.5, 0.5, 2.0, 0.25) and len(calls) == 6
+    assert step_stats(seconds) == {"steps": 4, "median": 500.0, "p25": 437.5, "p75": 875.0, "min": 250.0,
+                                   "max": 2000.0}
+    assert copy.deepcopy(seconds).each == seconds.each and 2 * seconds == 6.5  # still a plain float to its callers
+    assert step_stats(StepTimes([0.002])) == {"steps": 1, "median": 2.0, "p25": 2.0, "p75": 2.0, "min": 2.0,
+                                              "max": 2.0}
+    assert step_stats(1.5) is None  # a total alone (a test's fake timing) has no spread
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="Linux's resettable RSS high-water mark")
+def test_cpu_memory_is_each_phases_own_peak():
+    device = torch.device("cpu")
+    reset_peak_memory(device)
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    during, kind = peak_memory(device)
+    del big
+    reset_peak_memory(device)
+    after, _ = peak_memory(device)
+    assert kind == RSS_PHASE and during - after >= 60 * 2**20  # the next phase does not inherit this one's peak
 
 
 def test_d2l_flops_per_training_image():
@@ -268,7 +372,7 @@ def test_no_mfu_above_the_peak(tiny_cli, fake_peaks):
     code, out, err = tiny_cli("--precision", "fp32")
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith("ours "))
-    assert row.split()[5] == "-" and "%" not in row, row  # the MFU column
+    assert re.search(r" [MGT]FLOP/s +-  fp32 1\.0 MFLOP/s", row) and "%" not in row, row  # no MFU, and its peak
     assert "ours: no MFU: achieved" in out and "does not represent this precision on this device" in out
 
 

@@ -151,6 +151,37 @@ def test_options_change_the_network():
     assert shallow(torch.randn(1, 1, 224, 224)).shape == (1, 10)
 
 
+@pytest.mark.parametrize("name, length", [("d2l", 21), ("paper", 23), ("torchvision", 22), ("lenet", 12)])
+def test_a_net_indexes_as_it_iterates(name, length):
+    """`net[i]` and `len(net)` as on the book's nn.Sequential, in the order the shape loop sees the layers."""
+    net = alexnet.create_model(name).eval()
+    layers = list(net)
+    assert len(net) == len(layers) == length
+    assert all(net[i] is layer and net[i - length] is layer for i, layer in enumerate(layers))
+    assert net[-1] is net.classifier[-1] and net[len(net.features)] is (
+        net.flatten if name != "torchvision" else net.avgpool)
+    head = net[:5]
+    assert isinstance(head, nn.Sequential) and list(head) == layers[:5] and list(net[::-2]) == layers[::-2]
+    x = torch.randn(1, *model_info(name).input_shape)
+    torch.testing.assert_close(net[3:](net[:3](x)), net(x), rtol=0, atol=0)  # the pieces are the net
+    with pytest.raises(IndexError, match=f"layer index {length} is out of range for {length} layers"):
+        net[length]
+    with pytest.raises(IndexError):
+        net[-length - 1]
+
+
+def test_indexing_leaves_the_state_dict_as_it_was():
+    net = alexnet.create_model("d2l")
+    assert isinstance(net[0], nn.Conv2d) and net[0] is net.features[0] and net[0].out_channels == 96
+    assert isinstance(net[13], nn.Flatten) and isinstance(net[-1], nn.Linear) and net[-1].out_features == 10
+    assert list(net.state_dict()) == [f"{part}.{i}.{p}" for part, i in [("features", 0), ("features", 3),
+                                                                       ("features", 6), ("features", 8),
+                                                                       ("features", 10), ("classifier", 0),
+                                                                       ("classifier", 3), ("classifier", 6)]
+                                      for p in ("weight", "bias")]
+    assert len(net[:0]) == 0 and len(list(net[:5].parameters())) == 4  # two convs' weights and biases
+
+
 def test_features_and_head_split():
     m = alexnet.create_model("small").eval()
     x = torch.randn(3, 1, 28, 28)

@@ -61,6 +61,21 @@ def test_cli_table(cli):
     assert "3x32x32" in out and "classifier.6  Linear     100" in out
 
 
+def test_a_summary_shows_as_its_table(cli):
+    """A notebook cell ending in `alexnet.summary("d2l")` shows the table, `print(s)` the CLI's, `repr` a line."""
+    s = alexnet.summary("d2l")
+    code, out, _ = cli("summary", "--model", "d2l")
+    assert code == 0 and str(s) + "\n" == out and str(s).splitlines()[4].split() == [
+        "features.0", "Conv2d", "96x54x54", "11,712", "67.7", "M", "1.1", "MiB"]
+    assert repr(s) == "Summary(model='d2l', input=1x224x224, 21 layers, 46,764,746 params, 1.9 GFLOP forward / image)"
+    markdown = s._repr_markdown_().splitlines()
+    assert markdown[2:5] == ["| layer | type | output shape | params | FLOPs | activations |",
+                             "|---|---|---|--:|--:|--:|",
+                             "| features.0 | Conv2d | 96x54x54 | 11,712 | 67.7 M | 1.1 MiB |"]
+    assert markdown[24] == "| classifier.6 | Linear | 10 | 40,970 | 81.9 K | 40 B |" and len(markdown) == 27
+    assert "total parameters **46,764,746**; forward 1.9 GFLOP (1,876,292,352)" in markdown[-1]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["summary", "--model", "vgg"], "invalid choice"),
     (["summary", "--model", "d2l", "--input", "1,32,32"], "too small"),

@@ -19,8 +19,9 @@ class LayerRow:
     activation_bytes: int    # bytes of this layer's output for one image in float32
 
 
-@dataclass
+@dataclass(repr=False)
 class Summary:
+    """`str(s)` is the table `alexnet summary` prints; in Jupyter it shows as a Markdown table; `repr` is a line."""
     model: str
     input_shape: list[int]
     layers: list[LayerRow]
@@ -31,6 +32,17 @@ class Summary:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def __str__(self) -> str:
+        return format_summary(self)
+
+    def __repr__(self) -> str:
+        return (f"Summary(model={self.model!r}, input={'x'.join(map(str, self.input_shape))}, "
+                f"{len(self.layers)} layers, {self.total_params:,} params, {_human(self.total_flops, 'FLOP')} "
+                f"forward / image)")
+
+    def _repr_markdown_(self) -> str:  # Jupyter's rich display
+        return format_markdown(self)
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "") -> Summary:
@@ -126,4 +138,18 @@ def format_summary(s: Summary) -> str:
         f"train FLOPs / image       {_human(s.train_flops, 'FLOP')}  (forward + backward)",
         f"activation memory / image {_human(s.activation_bytes, 'B', 1024)}  (sum of layer outputs)",
         "FLOPs count a multiply-add as 2 (torch.utils.flop_counter: convolutions and matrix products).",
+    ])
+
+
+def format_markdown(s: Summary) -> str:
+    """The table of `format_summary` as Markdown (the totals under it), for Jupyter and reports."""
+    rows = [f"| {r.name} | {r.type} | {'x'.join(map(str, r.output_shape))} | {r.params:,} | {_human(r.flops)} | "
+            f"{_human(r.activation_bytes, 'B', 1024)} |" for r in s.layers]
+    return "\n".join([
+        f"**{s.model}**: input {'x'.join(map(str, s.input_shape))}, one image, float32", "",
+        "| layer | type | output shape | params | FLOPs | activations |", "|---|---|---|--:|--:|--:|", *rows, "",
+        f"total parameters **{s.total_params:,}**; forward {_human(s.total_flops, 'FLOP')} "
+        f"({s.total_flops:,}), train {_human(s.train_flops, 'FLOP')} (forward + backward) and activations "
+        f"{_human(s.activation_bytes, 'B', 1024)} per image. FLOPs count a multiply-add as 2 "
+        "(torch.utils.flop_counter: convolutions and matrix products).",
     ])

@@ -7,12 +7,17 @@ The baseline it is compared with (d2l's torchvision DataLoader recipe) is in `al
 
 Timing rules, the same for every measurement here: `alexnet.bench.timing.time_steps`. MFU = (training FLOPs per
 image x images/s) / the device's peak FLOP/s in the arithmetic the model runs, measured once and cached
-(`alexnet.bench.peak`), or no MFU and the reason where that figure could not be true.
+(`alexnet.bench.peak`), or no MFU and the reason where that figure could not be true. Every timed step is kept:
+their spread (`step_ms_stats`) says how far the mean holds. Peak memory is each side's own, from a reset before
+its training steps: the CUDA allocator's peak, or on a CPU the process's RSS high-water mark (Linux).
 """
 
+import contextlib
 import functools
 import gc
+import os
 import resource
+import statistics
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -92,21 +97,43 @@ class BenchSpec:
 # --- memory -------------------------------------------------------------------------------------------------------
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
-    """(bytes, what they are): the allocator's peak on a GPU, the process's peak RSS on the CPU."""
+    """(bytes, what they are: CUDA_PEAK, RSS_PHASE or RSS_PROCESS): the peak since `reset_peak_memory`."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated since the phase began"
+# What `peak_memory` measured: a phase's own peak (a phase: one side's training steps, warm-up included), or on a
+# machine where the high-water mark cannot be reset, the process's, the same for every phase.
+CUDA_PEAK = ("the CUDA allocator's peak during each row's training steps, warm-up included "
+             "(torch.cuda.max_memory_allocated, reset before them)")
+RSS_PHASE = ("the process's resident-memory high-water mark during each row's training steps, warm-up included "
+             "(VmHWM, reset before them through /proc/self/clear_refs; torch and the data held in memory count, "
+             "DataLoader workers do not)")
+RSS_PROCESS = "the process's peak RSS since it started (ru_maxrss)"
+CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
+
+
+        return torch.cuda.max_memory_allocated(device), CUDA_PEAK
+    if os.access(CLEAR_REFS, os.W_OK):
+        try:
+            kib = next(line.split()[1] for line in STATUS.read_text().splitlines() if line.startswith("VmHWM:"))
+            return int(kib) * 1024, RSS_PHASE
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass
     # Linux reports ru_maxrss in KiB. It never goes down: the whole process so far, dataset included.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu peak RSS of the process (ru_maxrss)"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, RSS_PROCESS
 
 
 def reset_peak_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    """Begin a phase: its peak memory is measured from here (on the CPU, Linux: "5" to clear_refs resets the
+    process's RSS high-water mark to its current RSS, and touches nothing else)."""
         torch.cuda.reset_peak_memory_stats(device)
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
+        return
+    with contextlib.suppress(OSError):  # no /proc, or not allowed: peak_memory says RSS_PROCESS
+        CLEAR_REFS.write_text("5")
 
 def write_synthetic_fashion_mnist(root: Path, n_train: int, n_test: int = 1000, seed: int = 0) -> Path:
     """Random uint8 images and labels as the four raw IDX files, laid out as torchvision expects
@@ -191,7 +218,21 @@ def summarise(spec: BenchSpec, device: torch.device, *, train_s: float, infer_s:
     train_rate = spec.batch_size * spec.steps / train_s
     achieved = flops * train_rate
     return {"train_images_per_sec": train_rate,
+    """The figures of one side. `train_s` from `time_steps` carries every step's time: their spread is
+    `step_ms_stats`; `step_ms` is their mean, as the images/s."""
             "infer_images_per_sec": None if infer_s is None else spec.batch_size * spec.steps / infer_s,
-            "step_ms": 1000 * train_s / spec.steps, "flops_per_image": flops, "achieved_flops": achieved,
+            "step_ms": 1000 * train_s / spec.steps, "step_ms_stats": step_stats(train_s),
+            "flops_per_image": flops, "achieved_flops": achieved,
             "precision": precision, **utilisation(device, precision, achieved, remeasure=spec.remeasure_peak),
-            "peak_memory_bytes": memory, "peak_memory_kind": memory_kind}
+            "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
+            "peak_memory_per_phase": memory_kind != RSS_PROCESS}
+
+
+def step_stats(seconds: float) -> dict | None:
+    """Timed steps, ms: their number, median, quartiles and extremes; None where only their total is known."""
+    each = sorted(1000 * s for s in getattr(seconds, "each", ()))
+    if not each:
+        return None
+    p25, _, p75 = statistics.quantiles(each, n=4, method="inclusive") if len(each) > 1 else each * 3
+    return {"steps": len(each), "median": statistics.median(each), "p25": p25, "p75": p75, "min": each[0],
+            "max": each[-1]}

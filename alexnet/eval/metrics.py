@@ -1,7 +1,7 @@
 """Top-k accuracy and the confusion matrix, accumulated as device tensors (no host sync per batch) and reduced
 across ranks as sums, so the figures are exact whatever the number of ranks."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -42,8 +42,14 @@ class EvalResult:
     top1: float
     top5: float                   # top-min(5, classes)
     loss: float                   # mean cross-entropy
-    per_class: list[float | None]  # accuracy of each true class; None for a class with no test images
+    per_class: list[float | None]  # accuracy of each true class, in class-index order; None: no test images
     confusion: list[list[int]]    # [true][predicted]
+    classes: list[str] = field(default_factory=list)  # the class names, in the same order (empty: not known)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def accuracy_by_class(self) -> dict[str, float | None]:
+        """{class name: accuracy}, as `alexnet eval` prints it (the class index where the names are not known)."""
+        names = self.classes or [str(i) for i in range(len(self.per_class))]
+        return dict(zip(names, self.per_class, strict=True))

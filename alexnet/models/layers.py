@@ -11,9 +11,10 @@ paper's two-GPU connectivity), `remove_conv` (k: conv k and its activation and L
 kept: the paper's depth ablation), `pooling` (max | avg), `init`.
 """
 
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import torch
 from torch import nn
@@ -47,6 +48,10 @@ class ConvNet(nn.Module):
         for layer in net:
             X = layer(X)
             print(layer.__class__.__name__, 'output shape:\t', X.shape)
+
+    and, as on the book's `nn.Sequential`, `len(net)` counts those layers and `net[i]` is one of them (`net[0]`
+    the first Conv2d, `net[-1]` the last Linear); a slice is an `nn.Sequential` of the same modules (shared,
+    not copied). The modules keep their names (`features.0`, `classifier.6`): the state_dict is unchanged.
     """
 
     def __init__(self, features: list[nn.Module], classifier: list[nn.Module], num_features: int,
@@ -64,6 +69,22 @@ class ConvNet(nn.Module):
             yield self.avgpool
         yield self.flatten
         yield from self.classifier
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    @overload
+    def __getitem__(self, index: int) -> nn.Module: ...
+    @overload
+    def __getitem__(self, index: slice) -> nn.Sequential: ...
+
+    def __getitem__(self, index: int | slice) -> nn.Module:
+        layers = list(self)
+        if isinstance(index, slice):
+            return nn.Sequential(*layers[index])
+        if not -len(layers) <= operator.index(index) < len(layers):
+            raise IndexError(f"layer index {index} is out of range for {len(layers)} layers")
+        return layers[index]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_features)
         return self.flatten(self.avgpool(self.features(x)))
