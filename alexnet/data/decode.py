@@ -254,10 +254,11 @@ class NvImgCodec:
         image."""
         self.retire()  # what earlier calls returned has been read by the work queued until now
         stream = torch.cuda.current_stream(self.device)
-        codes = [self.nv.CodeStream(blob.numpy()) for blob in blobs]
+        arrays = [blob.numpy() for blob in blobs]  # views of the bytes, held with the code streams made of them
+        codes = [self.nv.CodeStream(array) for array in arrays]
         images = self.decoder.decode(codes, params=self.params, cuda_stream=stream.cuda_stream)
         out = [None if image is None else self._tensor(image).permute(2, 0, 1) for image in images]
-        self._held.append((None, [codes, images, out]))
+        self._held.append((None, [arrays, codes, images, out]))
         return out
 
     def _tensor(self, image) -> torch.Tensor:
