@@ -96,9 +96,6 @@ class BenchSpec:
 
 # --- memory -------------------------------------------------------------------------------------------------------
 
-def peak_memory(device: torch.device) -> tuple[int, str]:
-    """(bytes, what they are: CUDA_PEAK, RSS_PHASE or RSS_PROCESS): the peak since `reset_peak_memory`."""
-    if device.type == "cuda":
 # What `peak_memory` measured: a phase's own peak (a phase: one side's training steps, warm-up included), or on a
 # machine where the high-water mark cannot be reset, the process's, the same for every phase.
 CUDA_PEAK = ("the CUDA allocator's peak during each row's training steps, warm-up included "
@@ -110,6 +107,9 @@ RSS_PROCESS = "the process's peak RSS since it started (ru_maxrss)"
 CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 
 
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they are: CUDA_PEAK, RSS_PHASE or RSS_PROCESS): the peak since `reset_peak_memory`."""
+    if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), CUDA_PEAK
     if os.access(CLEAR_REFS, os.W_OK):
         try:
@@ -122,18 +122,18 @@ CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Begin a phase: its peak memory is measured from here (on the CPU, Linux: "5" to clear_refs resets the
+    process's RSS high-water mark to its current RSS, and touches nothing else)."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    """Begin a phase: its peak memory is measured from here (on the CPU, Linux: "5" to clear_refs resets the
-    process's RSS high-water mark to its current RSS, and touches nothing else)."""
         torch.cuda.reset_peak_memory_stats(device)
-
-
-# --- data ---------------------------------------------------------------------------------------------------------
         return
     with contextlib.suppress(OSError):  # no /proc, or not allowed: peak_memory says RSS_PROCESS
         CLEAR_REFS.write_text("5")
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
 
 def write_synthetic_fashion_mnist(root: Path, n_train: int, n_test: int = 1000, seed: int = 0) -> Path:
     """Random uint8 images and labels as the four raw IDX files, laid out as torchvision expects
@@ -215,11 +215,11 @@ def measure_ours(spec: BenchSpec) -> dict:
 
 def summarise(spec: BenchSpec, device: torch.device, *, train_s: float, infer_s: float | None, flops: int,
               memory: int, memory_kind: str, precision: str) -> dict:
+    """The figures of one side. `train_s` from `time_steps` carries every step's time: their spread is
+    `step_ms_stats`; `step_ms` is their mean, as the images/s."""
     train_rate = spec.batch_size * spec.steps / train_s
     achieved = flops * train_rate
     return {"train_images_per_sec": train_rate,
-    """The figures of one side. `train_s` from `time_steps` carries every step's time: their spread is
-    `step_ms_stats`; `step_ms` is their mean, as the images/s."""
             "infer_images_per_sec": None if infer_s is None else spec.batch_size * spec.steps / infer_s,
             "step_ms": 1000 * train_s / spec.steps, "step_ms_stats": step_stats(train_s),
             "flops_per_image": flops, "achieved_flops": achieved,
