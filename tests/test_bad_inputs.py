@@ -93,6 +93,9 @@ CASES = {
     "train-epochs-zero": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--epochs", "0"],
                           "train.epochs must be >= 1"),
     "train-unknown-preset": (lambda w: ["train", "--preset", "imagenet21k", "--out", w / "x"], "unknown preset"),
+    "train-preset-typo": (lambda w: ["train", "--preset", "d2l_fast", "--out", w / "x"], "did you mean d2l-fast?"),
+    "train-model-typo": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--set", "model.name=D2L"],
+                         "unknown model 'D2L'"),
     "train-unknown-key": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--set", "optim.lrr=1"],
                           "unknown config key"),
     "train-bad-option-type": (lambda w: ["train", "--preset", "quick", "--out", w / "x", "--set",
@@ -120,6 +123,9 @@ CASES = {
     "predict-not-an-image": (lambda w: ["predict", "--checkpoint", ck(w), w / "text.png"], "cannot decode"),
     "predict-garbage-checkpoint": (lambda w: ["predict", "--checkpoint", w / "garbage.pt", w / "text.png"],
                                    "not an alexnet checkpoint"),
+    "predict-unknown-precision": (lambda w: ["predict", "--checkpoint", ck(w), "--precision", "int8", w / "x.png"],
+                                  "unknown precision 'int8'"),
+    "eval-precision-typo": (lambda w: ["eval", "--checkpoint", ck(w), "--precision", "fp61"], "did you mean fp16?"),
     # export
     "export-out-is-a-folder": (lambda w: ["export", "--checkpoint", ck(w), "--format", "onnx", "--out",
                                           w / "dir.onnx"], "is a folder"),
@@ -245,11 +251,11 @@ def test_a_full_disk_during_a_safetensors_export_is_one_line(world, cli, tmp_pat
 
 
 def test_an_interrupted_study_says_how_to_continue_it_in_one_line(cli, tmp_path, monkeypatch):
-    from alexnet.cli import experiments as cli_experiments
+    import alexnet.experiments  # the command imports run_study from here when it runs
 
     def interrupted(*args, **kwargs):
         raise Interrupted(signal.SIGINT, 105)
-    monkeypatch.setattr(cli_experiments, "run_study", interrupted)
+    monkeypatch.setattr(alexnet.experiments, "run_study", interrupted)
     code, _, err = cli("experiment", "ablations", "--out", tmp_path / "study")
     assert code == 130
     assert err == ("alexnet experiment: stopped by SIGINT after step 105; checkpoint written, run the same command "

@@ -8,10 +8,12 @@ import torch
 import torchvision
 from synthetic import patterned, write_fashion_mnist
 
+from alexnet.cli.evaluate import confusion_lines
 from alexnet.config import apply_overrides, load_preset
 from alexnet.data.pipeline import Stats, build_pipeline
-from alexnet.eval.checkpoint import predict
+from alexnet.eval.checkpoint import eval_precision, predict
 from alexnet.run.trained import load_trained
+from alexnet.runtime.precision import PRECISIONS
 from alexnet.training.run import train
 
 
@@ -36,6 +38,33 @@ def test_eval_json_and_confusion(run, cli):
     assert result["per_class"] == pytest.approx((np.diag(confusion) / 20).tolist())
     assert 0 <= result["top1"] <= result["top5"] <= 1
     assert (run / "run" / "confusion.png").stat().st_size > 1000
+    # what it ran at, resolved on this device: --precision auto by default
+    assert result["precision"] in PRECISIONS and result["precision"] != "auto"
+    assert result["precision_reason"].startswith("auto: ") and isinstance(result["channels_last"], bool)
+
+
+def test_eval_text_says_its_precision_and_heads_the_confusion_columns(run, cli):
+    code, out, err = cli("eval", "--checkpoint", run / "run" / "best.pt", "--precision", "fp32", "--device", "cpu")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"{run / 'run' / 'best.pt'}: 200 test images (centre) on cpu, precision fp32 + channels_last " \
+                       "(asked for)"
+    head = lines.index("confusion matrix (rows: true, columns: predicted):") + 1
+    assert lines[head].split() == ["T-shi", "Trous", "Pullo", "Dress", "Coat", "Sanda", "Shirt", "Sneak", "Bag",
+                                   "Ankle"]
+    assert lines[head + 1].split()[0] == "T-shirt/top" and len(lines[head + 1].split()) == 11
+    code, out, _ = cli("eval", "--checkpoint", run / "run" / "best.pt", "--precision", "fp32", "--json")
+    record = json.loads(out)  # on the default device: on CUDA the reason adds "IEEE fp32 (TF32 off)"
+    assert code == 0 and record["precision"] == "fp32" and record["precision_reason"].startswith("asked for")
+
+
+def test_confusion_columns_are_headed_by_the_class_names_that_fit():
+    lines = confusion_lines([[3, 1], [0, 12345]], ["cat", "T-shirt/top"])
+    assert lines == ["             " + "   cat" + " T-shi",
+                     "  cat        " + "     3" + "     1",
+                     "  T-shirt/top" + "     0" + " 12345"]
+    wide = confusion_lines([[1234567, 0], [0, 1]], ["a", "b"])  # counts wider than a name: the column widens
+    assert wide == ["   " + "       a" + "       b", "  a" + " 1234567" + "       0", "  b" + "       0" + "       1"]
 
 
 def test_ten_crop_is_refused_for_a_net_trained_on_whole_images(run, cli):
@@ -82,7 +111,10 @@ def test_predict_top_k(run, cli, tmp_path):
         paths.append(path)
     code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", *paths, "--topk", "3", "--json")
     assert code == 0, err
-    result = json.loads(out)
+    record = json.loads(out)
+    assert record["precision"] in PRECISIONS and record["precision_reason"].startswith("auto: ")
+    assert record["failed"] == []
+    result = record["predictions"]
     assert [r["image"] for r in result] == [str(p) for p in paths]
     for r in result:
         probs = [t["prob"] for t in r["top"]]
@@ -102,11 +134,13 @@ def test_predict_a_folder_is_its_images_in_order_and_batches_change_nothing(run,
     code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", tmp_path / "photos", "--json")
     assert code == 0, err
     expected = sorted(tmp_path / n for n in names)
-    assert [r["image"] for r in json.loads(out)] == [str(p) for p in expected]
+    assert [r["image"] for r in json.loads(out)["predictions"]] == [str(p) for p in expected]
     trained = load_trained(run / "run" / "best.pt")
     whole, split = predict(trained, expected), predict(trained, expected, batch_size=2)
     assert [[c for c, _ in r] for r in whole] == [[c for c, _ in r] for r in split]
-    torch.testing.assert_close([[v for _, v in r] for r in whole], [[v for _, v in r] for r in split])
+    # equal on a CPU; on CUDA cuDNN picks its algorithm by batch size, which moves the last float bits (2e-7 seen)
+    torch.testing.assert_close([[v for _, v in r] for r in whole], [[v for _, v in r] for r in split],
+                               rtol=1e-5, atol=1e-6)
     (tmp_path / "empty").mkdir()
     code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", tmp_path / "empty")
     assert code == 2 and "holds no images" in err and err.count("\n") == 1, err
@@ -117,7 +151,40 @@ def test_predict_bad_files_are_one_line_errors(run, cli, tmp_path):
     fake.write_text("not an image")
     for path, words in ((tmp_path / "missing.png", "no such file"), (fake, "cannot decode")):
         code, out, err = cli("predict", "--checkpoint", run / "run" / "best.pt", path)
-        assert code == 2 and out == "" and words in err and err.count("\n") == 1, err
+        assert code == 2 and words in err and err.count("\n") == 1, err
+        assert out.startswith(f"{run / 'run' / 'best.pt'} on ") and " precision " in out and out.count("\n") == 1
+
+
+def test_predict_goes_on_past_bad_files_and_fails_at_the_end(run, cli, tmp_path):
+    """`alexnet predict notes.png shoe.png ...`: every good image is predicted, in order, at the precision asked
+    for; each bad one is a line on stderr; the exit code says that something failed."""
+    images, _ = patterned(3, seed=5)
+    good = [tmp_path / f"good{i}.png" for i in range(3)]
+    for path, image in zip(good, images, strict=True):
+        torchvision.io.write_png(torch.from_numpy(image)[None].expand(3, -1, -1).contiguous(), str(path))
+    notes, missing = tmp_path / "notes.png", tmp_path / "missing.png"
+    notes.write_text("a note, not an image")
+    argv = ["predict", "--checkpoint", run / "run" / "best.pt", "--precision", "fp32", "--topk", "2", "--device", "cpu",
+            notes, good[0], missing, good[1], good[2]]
+    code, out, err = cli(*argv)
+    assert code == 2
+    first, second = err.splitlines()  # one line per bad file, in order
+    assert first == f"alexnet predict: error: {notes}: cannot decode image (cannot identify image file)"
+    assert second == f"alexnet predict: error: {missing}: no such file"
+    lines = out.splitlines()
+    assert lines[0] == f"{run / 'run' / 'best.pt'} on cpu, precision fp32 + channels_last (asked for)"
+    trained = load_trained(run / "run" / "best.pt", "cpu")
+    expected = predict(trained, good, topk=2, precision=eval_precision(trained, "fp32"))
+    assert lines[1:] == [f"{p}: " + ", ".join(f"{c} {v:.3f}" for c, v in top)
+                         for p, top in zip(good, expected, strict=True)]
+    code, out, err = cli(*argv, "--json")
+    record = json.loads(out)
+    assert code == 2 and err.count("\n") == 2
+    assert [r["image"] for r in record["predictions"]] == [str(p) for p in good]
+    assert [[t["class"] for t in r["top"]] for r in record["predictions"]] == [[c for c, _ in top] for top in expected]
+    assert [f["image"] for f in record["failed"]] == [str(notes), str(missing)]
+    assert record["failed"][1]["error"] == f"{missing}: no such file"
+    assert (record["precision"], record["precision_reason"]) == ("fp32", "asked for")
 
 
 def test_export_onnx_matches_pytorch(run, cli, tmp_path):

@@ -80,7 +80,7 @@ def test_report_and_curves_exist_while_the_run_is_in_progress(tmp_path, data_dir
     from alexnet.training.guards import Interrupted
     with pytest.raises(Interrupted):
         train(config(data_dir, **{"train.epochs": 3}), tmp_path / "run", quiet=True)
-    assert "(in progress (1 of 3))" in (tmp_path / "run" / "report.md").read_text()
+    assert "(interrupted after epoch 1 of 3)" in (tmp_path / "run" / "report.md").read_text()  # not "in progress"
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
 
 

@@ -77,7 +77,7 @@ def test_a_summary_shows_as_its_table(cli):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["summary", "--model", "vgg"], "invalid choice"),
+    (["summary", "--model", "vgg"], "unknown model 'vgg'; choose from"),
     (["summary", "--model", "d2l", "--input", "1,32,32"], "too small"),
     (["summary", "--input", "1,2"], "C,H,W"),
     (["summary", "--option", "dropout=high"], "dropout must be a number"),

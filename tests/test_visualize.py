@@ -10,7 +10,8 @@ from synthetic import write_fashion_mnist
 
 from alexnet.base.errors import AlexNetError
 from alexnet.config import apply_overrides, load_preset
-from alexnet.experiments.visualize import PAD, filter_mosaic, filters, neighbours
+from alexnet.experiments.visualize import MIN_SIDE_PX, PAD, TITLE_PX, filter_mosaic, filters, neighbours, title_band
+from alexnet.run.trained import load_trained
 from alexnet.training.run import train
 
 
@@ -51,11 +52,26 @@ def test_filters_draws_one_tile_per_first_layer_filter(run, tmp_path):
     info = filters(out / "best.pt", tmp_path / "f.png")
     assert info["tiles"] == 8 and info["kernel"] == [1, 3, 3]  # `small` width 8: conv1 is 8 @ 1x3x3
     assert info["rows"] * info["cols"] >= 8 > (info["rows"] - 1) * info["cols"]
-    image = matplotlib.image.imread(tmp_path / "f.png")
-    assert info["scale"] == 11  # 3 px kernels drawn 33 px wide
-    expected = [11 * (info["rows"] * (3 + PAD) + PAD), 11 * (info["cols"] * (3 + PAD) + PAD)]
-    assert list(image.shape[:2]) == expected == info["pixels"]
+    image = matplotlib.image.imread(tmp_path / "f.png")[..., :3]
+    # a 2 x 4 grid of 3x3 kernels is 9 x 17 px: enlarged until its longer side reaches MIN_SIDE_PX (29 x 17 = 493)
+    assert (info["rows"], info["cols"]) == (2, 4) and info["scale"] == 29
+    side = [info["rows"] * (3 + PAD) + PAD, info["cols"] * (3 + PAD) + PAD]
+    assert list(image.shape[:2]) == [TITLE_PX + 29 * side[0], 29 * side[1]] == info["pixels"]
+    assert info["layer"] == "features.0" and info["title"] == "small, features.0: 8 filters of 1x3x3 (grey)"
+    # below the title, the kernels' own pixels as 29 x 29 blocks; in the title band, dark text on white
+    trained = load_trained(out / "best.pt", "cpu")
+    mosaic, _, _ = filter_mosaic(trained.model.features[0].weight)
+    np.testing.assert_allclose(image[TITLE_PX:], mosaic.repeat(29, 0).repeat(29, 1), rtol=0, atol=1 / 255 + 1e-6)
+    band = image[:TITLE_PX]
+    assert band[0].min() == 1.0 and band.min() < 0.3  # white edge, black letters
     assert not list(tmp_path.glob(".*"))
+
+
+def test_filters_of_the_papers_net_keep_their_44_px_tiles(tmp_path):
+    """Big nets stay as they were: 96 11x11 kernels need no more than the 4x of MIN_TILE_PX."""
+    big = filter_mosaic(torch.randn(96, 3, 11, 11))[0]
+    assert max(big.shape[:2]) * 4 >= MIN_SIDE_PX
+    assert title_band("paper, features.0: 96 filters of 3x11x11", 580).shape == (TITLE_PX, 580, 3)
 
 
 def test_a_training_image_is_its_own_nearest_neighbour(run, tmp_path):
@@ -94,7 +110,8 @@ def test_cli(cli_x, run, tmp_path):
     out, data_dir = run
     code, stdout, err = cli_x("visualize", "filters", "--checkpoint", out / "best.pt", "--out", tmp_path / "f.png")
     assert code == 0, err
-    assert "8 filters of 1x3x3" in stdout and (tmp_path / "f.png").exists()
+    assert "small, features.0: 8 filters of 1x3x3 (grey) (2 x 4 grid, 493x293 px)" in stdout
+    assert (tmp_path / "f.png").exists()
     code, stdout, err = cli_x("visualize", "neighbours", "--checkpoint", out / "best.pt", "--out",
                               tmp_path / "n.png", "--queries", "2", "--k", "3", "--data-dir", data_dir,
                               "--device", "cpu")

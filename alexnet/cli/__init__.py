@@ -3,20 +3,23 @@ command group (`summary`, `train`, `evaluate`: eval / predict / export, `data`: 
 `experiments`: experiment / visualize).
 
 Every user error (`AlexNetError`, bad arguments) is one line on stderr and exit code 2. Imports any layer of the
-package below it.
+package below it, but the parser is built from torch-free modules alone: `--help`, `--version` and usage errors
+answer before torch loads; each command imports what it runs inside its function (`list`: what can be named).
 """
 
 import argparse
+import importlib.util
 import os
+import re
 import select
 import sys
-
-import torch
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from alexnet.base.errors import AlexNetError
 from alexnet.base.files import WRITE_ERRNOS
 from alexnet.base.version import __version__
-from alexnet.cli import bench, data, evaluate, experiments, summary, train
+from alexnet.cli import bench, data, evaluate, experiments, listing, summary, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,10 +29,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """`--version`: ours and torch's, without importing torch (which takes seconds)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"alexnet {__version__} (torch {torch_version()})")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
+def torch_version() -> str:
+    """`torch.__version__` (with its build tag, e.g. +cu130) read from torch/version.py, else the installed
+    distribution's version: torch itself is not imported."""
+    spec = importlib.util.find_spec("torch")  # finds the package without running it
+    if spec is not None and spec.origin:
+        try:
+            text = (Path(spec.origin).parent / "version.py").read_text()
+            found = re.search(r"""__version__\s*=\s*['"]([^'"]+)""", text)
+        except OSError:
+            found = None
+        if found:
+            return found.group(1)
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="alexnet", description="AlexNet (Krizhevsky et al. 2012) and d2l 7.1: models, training, "
                      "evaluation, benchmarks and experiments.")
-    parser.add_argument("--version", action="version", version=f"alexnet {__version__} (torch {torch.__version__})")
+    parser.add_argument("--version", action=_Version, help="print the versions of alexnet and torch and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     summary.add_parser(sub)
     train.add_parser(sub)
@@ -37,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parsers(sub)
     bench.add_parser(sub)
     experiments.add_parsers(sub)
+    listing.add_parser(sub)
     return parser
 
 

@@ -14,19 +14,17 @@ import time
 from pathlib import Path
 
 from alexnet.base.errors import AlexNetError
-from alexnet.bench import BenchSpec, format_bench, format_tta, max_batch, run_bench, time_to_accuracy
-from alexnet.bench.loader import format_loader, measure_loader
-from alexnet.cli.args import parse_option
-from alexnet.config import resolve
+from alexnet.cli.args import choose_model, parse_option, preset_names, resolve_config
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="throughput and MFU vs the d2l baseline, time to accuracy, largest batch")
-    p.add_argument("--model", help="registered model (default d2l; see `alexnet summary --help`)")
+    p.add_argument("--model", help="registered model (default d2l; `alexnet list models`)")
     p.add_argument("--input-size", type=int, help="side of the model's input, px (default: the model's own)")
     p.add_argument("--batch-size", type=int, help="default 128")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", help="auto (default: the device's fastest, as the trainer), fp32, bf16 or fp16")
+    p.add_argument("--precision", help="auto (default: the device's fastest, as the trainer) or a precision of "
+                   "`alexnet list precisions`")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help="NHWC model and inputs (default: with bf16 / fp16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
@@ -46,7 +44,8 @@ def add_parser(sub) -> None:
     mode.add_argument("--max-batch", action="store_true", help="largest training batch that fits (CUDA only)")
     mode.add_argument("--loader", action="store_true",
                       help="data delivery only: our on-device loader + augmentation vs the d2l DataLoader")
-    p.add_argument("--preset", help="time to accuracy: the recipe to train (default quick)")
+    p.add_argument("--preset", help=f"time to accuracy: the recipe to train: {', '.join(preset_names())} "
+                   "(default quick)")
     p.add_argument("--set", type=parse_option, action="append", metavar="KEY=VALUE",
                    help="time to accuracy: config override, as `alexnet train --set`")
     p.add_argument("--out", type=Path, help="time to accuracy: run folder (default runs/tta-PRESET-TIME)")
@@ -80,9 +79,14 @@ def _check_mode(args) -> None:
     for name, value in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if mode in ("throughput", "max-batch"):
+        choose_model(args.model)  # the precision is checked by BenchSpec, with the bench's own message
 
 
 def cmd_bench(args) -> int:
+    from alexnet.bench import BenchSpec, format_bench, max_batch, run_bench
+    from alexnet.bench.loader import format_loader, measure_loader
+
     _check_mode(args)
     if args.time_to_accuracy is not None:
         return _time_to_accuracy(args)
@@ -111,11 +115,13 @@ def cmd_bench(args) -> int:
 
 
 def _time_to_accuracy(args) -> int:
+    from alexnet.bench import format_tta, time_to_accuracy
+
     overrides = dict(args.set or [])
     for key, value in (("data.data_dir", args.data_dir), ("train.device", args.device)):
         if value is not None:
             overrides[key] = value
-    cfg = resolve(args.preset, overrides)
+    cfg = resolve_config(args.preset, overrides)
     out = args.out or Path("runs") / f"tta-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.json:  # stdout must be the JSON alone: anything a library prints on the way goes to stderr
         with contextlib.redirect_stdout(sys.stderr):

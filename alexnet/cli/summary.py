@@ -2,15 +2,13 @@
 
 import json
 
-from alexnet.analysis import format_summary, summarize
 from alexnet.base.errors import AlexNetError
-from alexnet.cli.args import parse_option, parse_shape
-from alexnet.models import create_model, list_models, model_info
+from alexnet.cli.args import choose_model, parse_option, parse_shape
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("summary", help="per-layer output shapes, parameters, FLOPs and activation memory")
-    p.add_argument("--model", default="d2l", choices=list_models())
+    p.add_argument("--model", default="d2l", help="registered model (default d2l; `alexnet list models`)")
     p.add_argument("--input", type=parse_shape, metavar="C,H,W", help="input shape (default: the model's own)")
     p.add_argument("--classes", type=int, help="number of output classes")
     p.add_argument("--option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
@@ -20,7 +18,10 @@ def add_parser(sub) -> None:
 
 
 def cmd_summary(args) -> int:
-    info = model_info(args.model)
+    from alexnet.analysis import format_summary, summarize
+    from alexnet.models import create_model, model_info
+
+    info = model_info(choose_model(args.model))
     shape = args.input or info.input_shape
     options = dict(args.option)
     for key in ("in_channels", "input_size"):

@@ -1,18 +1,24 @@
 """`alexnet train`: a preset (or a run folder's own config) plus overrides -> `alexnet.training.train`."""
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
-from alexnet.cli.args import parse_option
-from alexnet.config import list_presets, resolve
-from alexnet.training.guards import Interrupted
-from alexnet.training.run import train
+from alexnet.cli.args import parse_option, preset_names, resolve_config
+
+EPILOG = """\
+--set keys: `alexnet list keys` prints every key with its type, default and meaning
+(data.*, optim.*, train.*, and model.<option> for each model), e.g.
+  --set optim.schedule=cosine --set optim.warmup_epochs=1 --set train.precision=fp32
+  --set data.train_subset=5000 --set model.dropout=0.3 --set model.name=d2l
+Values are YAML: numbers, true / false, lists such as data.train_augment='[{op: hflip}]'."""
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a preset into a run folder (metrics, checkpoints, curves, report)")
-    p.add_argument("--preset", help=f"named recipe: {', '.join(list_presets())} (needed, except with --resume, "
+    p = sub.add_parser("train", help="train a preset into a run folder (metrics, checkpoints, curves, report)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", help=f"named recipe: {', '.join(preset_names())} (needed, except with --resume, "
                    "which reads OUT/config.yaml)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--epochs", type=int, help="train.epochs: epochs to train (with --resume: in all)")
@@ -20,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="global batch size (split across torchrun ranks)")
     p.add_argument("--seed", type=int, help="train.seed: the weights, data order, augmentation and hold-out")
     p.add_argument("--set", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set optim.schedule=cosine --set model.dropout=0.3")
+                   help="override any config key (value read as YAML); the keys: `alexnet list keys`, below")
     p.add_argument("--data-dir", help="where the dataset files are")
     p.add_argument("--download", action="store_true", help="download the dataset if it is not found")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
@@ -33,6 +39,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from alexnet.training.guards import Interrupted
+    from alexnet.training.run import train
+
     overrides = dict(args.set)
     for key, value in (("train.epochs", args.epochs), ("optim.lr", args.lr), ("train.batch_size", args.batch_size),
                        ("train.seed", args.seed), ("data.data_dir", args.data_dir), ("train.device", args.device),
@@ -42,7 +51,7 @@ def cmd_train(args) -> int:
     for key, flag in (("data.download", args.download), ("train.tensorboard", args.tensorboard)):
         if flag:
             overrides[key] = True
-    cfg = resolve(args.preset, overrides, args.out, args.resume)
+    cfg = resolve_config(args.preset, overrides, args.out, args.resume)
     try:
         history = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
     except Interrupted as stop:

@@ -1,6 +1,8 @@
 """What `alexnet eval` and `alexnet predict` do with a run's checkpoint (`best.pt` or `checkpoint.pt`): the
-trained model (`alexnet.run.trained`) on the run's test split, or on a user's image files."""
+trained model (`alexnet.run.trained`) on the run's test split, or on a user's image files, at a precision resolved
+on the evaluation device (`eval_precision`)."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -12,7 +14,9 @@ from alexnet.data.run import load_split, make_loader
 from alexnet.eval.evaluate import evaluate, image_side, ten_crop_size
 from alexnet.eval.metrics import EvalResult
 from alexnet.run.trained import Trained, load_trained
-from alexnet.runtime.precision import resolve_precision
+from alexnet.runtime.precision import FP32, Precision, resolve_precision
+
+Top = list[tuple[str, float]]  # (class, probability), most probable first
 
 
 def evaluate_checkpoint(checkpoint: Path, *, data_dir: str | None = None, ten_crops: bool = False,
@@ -21,9 +25,21 @@ def evaluate_checkpoint(checkpoint: Path, *, data_dir: str | None = None, ten_cr
     return evaluate_trained(trained, data_dir=data_dir, ten_crops=ten_crops, batch_size=batch_size), trained
 
 
+def eval_precision(trained: Trained, requested: str | None = None) -> Precision:
+    """The precision to evaluate at on the trained model's device: `requested` (a name of PRECISIONS), or the
+    run's own `train.precision` when None; `auto` is resolved for this device, which may not be the training one."""
+    name = trained.cfg.train.precision if requested is None else requested
+    try:
+        return resolve_precision(name, trained.device, trained.cfg.train.channels_last)
+    except ValueError as error:
+        raise AlexNetError(str(error)) from None
+
+
 def evaluate_trained(trained: Trained, *, data_dir: str | None = None, ten_crops: bool = False,
-                     batch_size: int | None = None, download: bool = False) -> EvalResult:
-    """The trained model on its run's test split (the run's own data section; `data_dir` elsewhere)."""
+                     batch_size: int | None = None, download: bool = False,
+                     precision: Precision | None = None) -> EvalResult:
+    """The trained model on its run's test split (the run's own data section; `data_dir` elsewhere), at
+    `precision` (default: `eval_precision(trained)`)."""
     cfg = trained.cfg
     crop = ten_crop_size(cfg) if ten_crops else None  # refused before any work where it cannot apply
     cfg.data.download = cfg.data.download or download
@@ -40,7 +56,7 @@ def evaluate_trained(trained: Trained, *, data_dir: str | None = None, ten_crops
     # ten crops put ten views of every image through the model at once: keep the memory of a plain evaluation
     size = batch_size or (max(1, cfg.train.eval_batch_size // 10) if ten_crops else None)
     loader = make_loader(cfg, test, trained.device, train=False, batch_size=size)
-    precision = resolve_precision(cfg.train.precision, trained.device, cfg.train.channels_last)
+    precision = precision or eval_precision(trained)
     return evaluate(trained.model.to(memory_format=precision.memory_format), loader, trained.pipeline,
                     num_classes=len(trained.classes), precision=precision, ten_crop=crop)
 
@@ -71,14 +87,41 @@ def image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-@torch.no_grad()
-def predict(trained: Trained, paths: list[Path], topk: int = 5, batch_size: int = 64) -> list[list[tuple[str, float]]]:
-    """Top-k (class, probability) of each file, `batch_size` images per forward pass."""
-    top: list[list[tuple[str, float]]] = []
-    for start in range(0, len(paths), batch_size):
-        images = torch.stack([load_image(trained, p) for p in paths[start:start + batch_size]]).to(trained.device)
-        probs = trained.model(trained.pipeline(images)).float().softmax(-1)
-        values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
-        top += [[(trained.classes[i], v) for v, i in zip(vs.tolist(), ix.tolist(), strict=True)]
-                for vs, ix in zip(values, indices, strict=True)]
+def predict(trained: Trained, paths: list[Path], topk: int = 5, batch_size: int = 64,
+            precision: Precision = FP32) -> list[Top]:
+    """Top-k (class, probability) of each file, `batch_size` images per forward pass; a bad file stops it."""
+    top: list[Top] = []
+    for _, result in predict_each(trained, paths, topk=topk, batch_size=batch_size, precision=precision):
+        if isinstance(result, AlexNetError):
+            raise result
+        top.append(result)
     return top
+
+
+@torch.no_grad()
+def predict_each(trained: Trained, paths: list[Path], *, topk: int = 5, batch_size: int = 64,
+                 precision: Precision = FP32) -> Iterator[tuple[Path, Top | AlexNetError]]:
+    """(file, its top-k) in the order given, `batch_size` files per forward pass; a file that cannot be read or
+    decoded comes with its one-line error instead, and the others go on."""
+    model = trained.model.to(memory_format=precision.memory_format)
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        loaded: list[torch.Tensor | AlexNetError] = []
+        for path in chunk:
+            try:
+                loaded.append(load_image(trained, path))
+            except AlexNetError as error:
+                loaded.append(error)
+        good = [x for x in loaded if isinstance(x, torch.Tensor)]
+        tops = iter(_top_k(trained, model, torch.stack(good), topk, precision) if good else [])
+        for path, x in zip(chunk, loaded, strict=True):
+            yield path, (x if isinstance(x, AlexNetError) else next(tops))
+
+
+def _top_k(trained: Trained, model, images: torch.Tensor, topk: int, precision: Precision) -> list[Top]:
+    x = trained.pipeline(images.to(trained.device)).contiguous(memory_format=precision.memory_format)
+    with precision.autocast(trained.device):
+        probs = model(x).float().softmax(-1)                    # (b, classes)
+    values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
+    return [[(trained.classes[i], v) for v, i in zip(vs.tolist(), ix.tolist(), strict=True)]
+            for vs, ix in zip(values, indices, strict=True)]

@@ -1,7 +1,8 @@
 """What a trained net learned, as the paper shows it (Krizhevsky et al. 2012, section 6.1):
 
 * `filters`: Fig. 3, the first convolutional layer's kernels as a grid of small images (RGB for 3 input
-  channels, grey otherwise: the mean over the input channels), each scaled to its own [min, max].
+  channels, grey otherwise: the mean over the input channels), each scaled to its own [min, max]; drawn with
+  crisp, enlarged pixels (a small net's 3x3 kernels too) under a title that names the model and the layer.
 * `neighbours`: Fig. 4 (right), test images and the training images whose last hidden layer activations (the
   input of the final Linear layer) are nearest in Euclidean distance.
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch import nn
 
 from alexnet.base.errors import AlexNetError
@@ -23,8 +26,10 @@ from alexnet.models import ConvNet
 from alexnet.report.plots import save_figure
 from alexnet.run.trained import Trained, load_trained
 
-PAD = 1           # px of background between tiles
-MIN_TILE_PX = 32  # kernel pixels are drawn as s x s blocks, s >= 4, so that a tile is at least this wide
+PAD = 1            # px of background between tiles
+MIN_TILE_PX = 32   # kernel pixels are drawn as s x s blocks, s >= 4, so that a tile is at least this wide
+MIN_SIDE_PX = 480  # and the mosaic's longer side at least this (a small net's 8 kernels of 3x3 are 9x17 px)
+TITLE_PX = 32      # the band above the mosaic that names the model and the layer
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
@@ -52,23 +57,42 @@ def filter_mosaic(weight: torch.Tensor) -> tuple[np.ndarray, int, int]:
     return mosaic, rows, cols
 
 
+def title_band(text: str, width: int) -> np.ndarray:
+    """(TITLE_PX, width, 3) float image in [0, 1]: `text` centred in black on white (matplotlib's text)."""
+    fig = Figure(figsize=(width / 100, TITLE_PX / 100), dpi=100, facecolor="white")
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    band = np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32) / 255  # (h, w, 3); h, w may round
+    out = np.ones((TITLE_PX, width, 3), dtype=np.float32)
+    h, w = min(TITLE_PX, band.shape[0]), min(width, band.shape[1])
+    out[:h, :w] = band[:h, :w]
+    return out
+
+
 def _save_image(array: np.ndarray, path: Path) -> None:
     with atomic_path(path) as tmp:
         plt.imsave(tmp, array)
 
 
 def filters(checkpoint: Path, out_png: Path) -> dict:
-    """Draw the first conv layer's kernels; returns {"tiles", "rows", "cols", "kernel", "scale", "path",
-    "pixels"}."""
+    """Draw the first conv layer's kernels under a title; returns {"tiles", "rows", "cols", "kernel", "scale",
+    "layer", "title", "path", "pixels"} ("pixels": [height, width] of the PNG, the title band included)."""
     out_png = output_file(out_png, IMAGE_SUFFIXES)
     trained = load_trained(checkpoint, "cpu")
     conv = first_conv(trained.model)
+    layer = next(name for name, module in trained.model.named_modules() if module is conv)
     mosaic, rows, cols = filter_mosaic(conv.weight)
-    scale = max(4, math.ceil(MIN_TILE_PX / conv.weight.shape[-1]))  # an 11x11 kernel: 44 px, a 3x3 one: 33 px
+    scale = max(4, math.ceil(MIN_TILE_PX / conv.weight.shape[-1]),  # an 11x11 kernel: 44 px, a 3x3 one: 33 px
+                math.ceil(MIN_SIDE_PX / max(mosaic.shape[:2])))
     big = mosaic.repeat(scale, axis=0).repeat(scale, axis=1)  # nearest-neighbour upscaling: crisp kernel pixels
-    _save_image(big, out_png)
-    return {"tiles": conv.weight.shape[0], "rows": rows, "cols": cols, "kernel": list(conv.weight.shape[1:]),
-            "scale": scale, "path": str(out_png), "pixels": [big.shape[0], big.shape[1]]}
+    n, c, kh, kw = conv.weight.shape
+    title = (f"{trained.cfg.model.name}, {layer}: {n} filters of {c}x{kh}x{kw}"
+             + ("" if c == 3 else " (grey)" if c == 1 else " (grey: mean of the input channels)"))
+    picture = np.concatenate([title_band(title, big.shape[1]), big])
+    _save_image(picture, out_png)
+    return {"tiles": n, "rows": rows, "cols": cols, "kernel": [c, kh, kw], "scale": scale, "layer": layer,
+            "title": title, "path": str(out_png), "pixels": [picture.shape[0], picture.shape[1]]}
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """The run folder's human side: `curves.png` and `report.md` (where it ran, configuration, final figures, every
-epoch), rewritten after every epoch so that a run in progress can be read."""
+epoch), rewritten after every epoch so that a run in progress can be read, and once more when a signal stops
+the run (`info["interrupted"]`: what stopped it), so that the report never calls a stopped run in progress."""
 
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from alexnet.report.plots import plot_curves
 
 
 def write_run_report(out: Path, cfg: Config, history: list[dict], classes: list[str], info: dict) -> Path:
-    """`info`: what the run resolved (device, torch, host, precision and why, split sizes and sources)."""
+    """`info`: what the run resolved (device, torch, host, precision and why, split sizes and sources), and
+    `interrupted` (the `Interrupted` message) when a signal stopped it."""
     out = Path(out)
     if not history:
         return out
@@ -26,8 +28,13 @@ def write_run_report(out: Path, cfg: Config, history: list[dict], classes: list[
         f"{r['wall_s']:.1f} |" for r in history)
     sizes, sources = info.get("data_sizes", {}), info.get("data_sources", {})
     state = "finished" if last["epoch"] == cfg.train.epochs else f"in progress ({last['epoch']} of {cfg.train.epochs})"
+    stopped = ""
+    if info.get("interrupted") and last["epoch"] < cfg.train.epochs:
+        state = f"interrupted after epoch {last['epoch']} of {cfg.train.epochs}"
+        stopped = (f"\n**Interrupted:** {info['interrupted']} (`alexnet train --out {out} --resume`). The figures "
+                   f"below are those of epoch {last['epoch']}, the last one finished.\n")
     text = f"""# Run report: {cfg.preset} ({state})
-
+{stopped}
 Model `{cfg.model.name}` {cfg.model.options or ''} on `{cfg.data.dataset}` ({len(classes)} classes),
 input {cfg.data.input_size}x{cfg.data.input_size}, batch {cfg.train.batch_size}, {plural(cfg.train.epochs, 'epoch')},
 SGD lr {cfg.optim.lr} ({cfg.optim.schedule}), momentum {cfg.optim.momentum}, weight decay {cfg.optim.weight_decay},

@@ -105,8 +105,9 @@ def _fit(cfg: Config, out: Path, env: DistEnv, device: torch.device, state: dict
         note = load_weights(trainer.model, cfg.train.init_from)
     banner(trainer, resumed=state is not None, weights=note)
     if trainer.data.val is None and env.is_main:  # said even with --quiet: the test split now chooses
-        print(f"alexnet train: warning: no validation split (data.val_size 0): best.pt"
-              f"{' and the plateau schedule' if cfg.optim.schedule == 'plateau' else ''} follow the test split",
+        print(f"alexnet train: warning: no validation split (data.val_size 0): "
+              f"{'best.pt and the plateau schedule follow' if cfg.optim.schedule == 'plateau' else 'best.pt follows'}"
+              f" the test split",
               file=sys.stderr, flush=True)
     p = trainer.progress  # the restored one, on resume
     trainer.run_info["resumed_at_step"] = p.global_step if state is not None else None
@@ -145,12 +146,16 @@ def banner(trainer: Trainer, *, resumed: bool, weights: str | None = None) -> No
     evaluated = (sizes["val"] + sizes["test"]) * EVAL_COST / max(cfg.train.batch_size, 1)
     epoch_s = seconds * (steps + evaluated)
     left = epoch_s * (cfg.train.epochs - p.epoch) - seconds * p.step_in_epoch
-    m.say(f"  estimate   {seconds:.3g} s per step ({cfg.train.estimate_steps} timed): ~{_duration(epoch_s)} per "
-          f"epoch with evaluation, ~{_duration(left)} for the run")
+    m.say(f"  estimate   {seconds:.3g} s per step ({cfg.train.estimate_steps} timed): {_about(epoch_s)} per "
+          f"epoch with evaluation, {_about(left)} for the run")
     if left > SLOW_RUN_S and not m.quiet:
         print(f"alexnet train: warning: this run would take about {_duration(left)} on this device; for a first "
               f"try use --preset quick, a GPU (--device cuda), or fewer images (--set data.train_subset=5000)",
               file=sys.stderr, flush=True)
+
+
+def _about(seconds: float) -> str:
+    return "< 1 s" if seconds < 1 else f"~{_duration(seconds)}"  # never "~0 s"
 
 
 def _duration(seconds: float) -> str:
