@@ -13,5 +13,11 @@ cd "$(dirname "$0")/.."
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+# nvImageCodec (the hardware JPEG engines of an H100 / H200), where its wheels were carried in .whl/ (no network
+# there): `pip download --no-deps nvidia-nvimgcodec-cu13 nvidia-nvjpeg` here, for Python 3.12, manylinux x86_64.
+if [[ " $* " != *" --smoke "* ]] && ls .whl/nvidia_nvimgcodec_cu13-*.whl >/dev/null 2>&1 && "$PYTHON" -m pip install -q --no-deps --no-index \
+     --target /tmp/nvimgcodec .whl/nvidia_nvjpeg-*.whl .whl/nvidia_nvimgcodec_cu13-*.whl; then
+  export PYTHONPATH="/tmp/nvimgcodec${PYTHONPATH:+:$PYTHONPATH}"
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" benchmarks/run_gpu.py "$@"

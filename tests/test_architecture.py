@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alexnet"
 # Lowest first. A module of layer i may import the package's modules of layers < i and of its own unit.
 LAYERS = [
     {"base"},                        # errors, atomic files
-    {"runtime", "models"},           # device, precision, settings, torchrun | pure nn.Modules + registry
+    {"runtime", "models", "kernels"},  # device, precision, settings, torchrun | pure nn.Modules + registry |
+    #                                  faster execution forms of their layers (torch only)
     {"config"},                      # typed config, presets, field checks, the model a config describes
     {"data", "analysis"},            # readers, loaders, augmentation, a run's data | shapes, params, FLOPs
     {"run", "report"},               # run folder, checkpoints, trained model | plots and the run report

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS = {"tests": {"passed", "failed"}, "d2l_book": {"test_acc", "wall_s", "images_per_sec"},
-        "d2l_fast": {"test_acc", "epochs", "wall_s"},
-        "bench": {"images_per_sec", "mfu", "baseline_images_per_sec", "ratio"},
-        "time_to_090": {"wall_s", "preset"},
-        "folder": {"images_per_sec", "decode_images_per_sec", "step_images_per_sec"}}
+KEYS = {"tests": {"passed", "failed", "exit_status"}, "profile": {"plain", "fast", "goals"},
+        "d2l_book": {"test_acc", "wall_s", "images_per_sec", "goals"}, "d2l_fast": {"test_acc", "epochs", "wall_s"},
+        "bench": {"images_per_sec", "mfu", "baseline_images_per_sec", "ratio", "variants"},
+        "time_to_090": {"wall_s", "preset", "goals"},
+        "folder": {"images_per_sec", "decode_images_per_sec", "step_images_per_sec"}, "book_code": set()}
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a bash script for the Linux GPU machines")
@@ -28,7 +28,9 @@ def test_the_smoke_run_writes_every_stage(tmp_path):
     out = tmp_path / "gpu"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= {"device", "torch", "smoke", "stages"} and summary["smoke"] is True
-    assert list(summary["stages"]) == ["tests", "d2l_book", "d2l_fast", "bench", "time_to_090", "folder", "max_batch"]
+    assert list(summary["stages"]) == ["tests", "profile", "bench", "d2l_book", "time_to_090", "d2l_fast", "folder",
+                                       "max_batch", "book_code"]
+    assert summary["exit_status"] == 0 and summary["failed_stages"] == []
     for stage, keys in KEYS.items():
         result = summary["stages"][stage]
         assert "error" not in result, (stage, result.get("error"))
@@ -39,3 +41,26 @@ def test_the_smoke_run_writes_every_stage(tmp_path):
     assert summary["stages"]["tests"]["failed"] == 0
     tables = (out / "tables.md").read_text()
     assert "SMOKE RUN" in tables and all(f"| {stage} |" in tables for stage in summary["stages"])
+    assert "| d2l_book | test acc after the book's 10 epochs |" in tables  # each goal, met or missed
+    # the fast paths are their own rows; fp32 is IEEE fp32, its peak fp32's
+    assert summary["stages"]["bench"]["variants"]["fp32"]["peak_precision"] == "fp32"
+    assert (out / "profile-plain.txt").read_text().startswith("profile: d2l @80, batch 4")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a bash script for the Linux GPU machines")
+def test_a_failing_stage_makes_the_run_exit_non_zero(tmp_path):
+    """No Fashion-MNIST where --data-dir points: the stage errors, the next one still runs, and the script fails."""
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "run_gpu.sh"), "--smoke", "--out", str(tmp_path / "gpu"),
+                           "--data-dir", str(tmp_path / "empty"), "--stages", "d2l_book,book_code"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHON": sys.executable})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "run_gpu: failed: d2l_book" in proc.stderr
+    summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
+    assert summary["failed_stages"] == ["d2l_book"] and "error" in summary["stages"]["d2l_book"]
+    assert "skipped" in summary["stages"]["book_code"]  # the next stage ran (d2l is not installed here)
+    assert "exit status 1" in (tmp_path / "gpu" / "tables.md").read_text()
+    unknown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_gpu.py"), "--stages", "bogus"],
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "unknown stage bogus" in unknown.stderr

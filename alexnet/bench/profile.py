@@ -3,8 +3,8 @@
 Per layer: the net is cut into units at each convolution, pooling, flatten and linear layer (a convolution with
 the activation and LRN after it is one unit, so an in-place ReLU never writes into a timed input). Each unit is
 timed on its own, on the input the whole net gives it, in the trainer's precision, memory format and execution
-forms (conv1 folded where the trainer folds it): forward, then backward (the gradients of its input and of its
-parameters, as in training). FLOPs are counted for each by torch's flop counter, so the achieved rate is theirs.
+forms (conv1 folded where the trainer folds it): forward, then backward (the gradients of its parameters and, but
+for the first unit, of its input, as in training). FLOPs are counted for each by torch's flop counter, so the achieved rate is theirs.
 On CUDA, torch.profiler records the kernels of each: the share of the unit's GPU time in kernels whose names say
 tensor core (xmma, hmma, gmma, wgmma, tensorop, or CUTLASS but not its SIMT kernels: a heuristic on names).
 
@@ -121,15 +121,18 @@ def _layer_rows(trainer, images: torch.Tensor, device: torch.device) -> list[dic
         form = space_to_depth(conv) if folded and index == 0 and isinstance(conv, nn.Conv2d) else \
             contextlib.nullcontext()
         with form, precision.autocast(device):
-            rows.append(_time_unit(name, layers, x, device))
+            rows.append(_time_unit(name, layers, x, device, input_grad=index > 0))
             with torch.no_grad():
                 x = run_unit(layers, x)
         x = x.detach()
     return rows
 
 
-def _time_unit(name: str, layers: list[nn.Module], x: torch.Tensor, device: torch.device) -> dict:
-    x = x.detach().requires_grad_(x.is_floating_point())
+def _time_unit(name: str, layers: list[nn.Module], x: torch.Tensor, device: torch.device, *,
+               input_grad: bool) -> dict:
+    """`input_grad`: whether training computes the gradient of this unit's input (not for the first unit: the
+    images need none, and the strided conv1's input gradient alone is slower than the rest of its backward)."""
+    x = x.detach().requires_grad_(input_grad and x.is_floating_point())
     params = [p for layer in layers for p in layer.parameters()]
     inputs = [x, *params] if x.requires_grad else params
     forward = lambda: run_unit(layers, x)

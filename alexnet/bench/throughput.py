@@ -53,6 +53,8 @@ class BenchSpec:
     precision: str = "auto"         # auto | fp32 | tf32 | bf16 | fp16 (as the trainer: alexnet.runtime.precision)
     channels_last: bool | str = "auto"  # auto: with bf16 / fp16, as the trainer
     compile: bool = False
+    cuda_graphs: bool | str = "auto"     # the step as one CUDA graph, as the trainer (alexnet.training.fast)
+    space_to_depth: bool | str = "auto"  # conv1 folded, as the trainer
     steps: int = 10                 # timed steps
     warmup: int = 3                 # untimed steps before them
     synthetic: bool = False         # random uint8 images of Fashion-MNIST's shape instead of the real files
@@ -90,6 +92,7 @@ class BenchSpec:
                      train=TrainConfig(epochs=1, batch_size=self.batch_size, eval_batch_size=self.batch_size,
                                        device=self.device, precision=self.precision,
                                        channels_last=self.channels_last, compile=self.compile,
+                                       cuda_graphs=self.cuda_graphs, space_to_depth=self.space_to_depth,
                                        threads=self.threads, drop_last=True))
         return validate(cfg)
 

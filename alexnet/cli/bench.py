@@ -4,6 +4,7 @@
     alexnet bench --time-to-accuracy 0.90 --preset quick                          # seconds to a test accuracy
     alexnet bench --max-batch --model d2l --device cuda                           # largest batch that fits
     alexnet bench --loader --batch-size 128                                       # data delivery alone
+    alexnet bench --profile --model d2l --batch-size 256                          # where a step's time goes
 """
 
 import argparse
@@ -28,6 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help="NHWC model and inputs (default: with bf16 / fp16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction,
+                   help="capture the training step as one CUDA graph (default: where it applies, as the trainer)")
+    p.add_argument("--space-to-depth", action=argparse.BooleanOptionalAction,
+                   help="conv1 as a 3x3 convolution over a 4x4-folded input (default: on CUDA, as the trainer)")
     p.add_argument("--steps", type=int, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, help="untimed steps before them (default 3)")
     p.add_argument("--threads", type=int, help="CPU intra-op threads (0, the default: torch's default)")
@@ -44,6 +49,9 @@ def add_parser(sub) -> None:
     mode.add_argument("--max-batch", action="store_true", help="largest training batch that fits (CUDA only)")
     mode.add_argument("--loader", action="store_true",
                       help="data delivery only: our on-device loader + augmentation vs the d2l DataLoader")
+    mode.add_argument("--profile", action="store_true",
+                      help="where the training step's time goes: forward / backward time, FLOP/s and tensor-core "
+                           "share per layer; GPU vs host time per step and the top kernels")
     p.add_argument("--preset", help=f"time to accuracy: the recipe to train: {', '.join(preset_names())} "
                    "(default quick)")
     p.add_argument("--set", type=parse_option, action="append", metavar="KEY=VALUE",
@@ -54,13 +62,16 @@ def add_parser(sub) -> None:
 
 # Which flags each mode reads; giving one to a mode that would ignore it is an error, not a silent no-op.
 MODES = {
-    "throughput": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "steps", "warmup",
-                   "threads", "synthetic", "baseline", "remeasure_peak"},
-    "max-batch": {"model", "input_size", "precision", "channels_last", "compile", "threads"},
+    "throughput": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "cuda_graphs",
+                   "space_to_depth", "steps", "warmup", "threads", "synthetic", "baseline", "remeasure_peak"},
+    "max-batch": {"model", "input_size", "precision", "channels_last", "compile", "space_to_depth", "threads"},
     "loader": {"input_size", "batch_size", "steps", "warmup", "synthetic"},
+    "profile": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "cuda_graphs",
+                "space_to_depth", "steps", "warmup", "threads", "synthetic"},
     "time-to-accuracy": {"preset", "set", "out"},
 }
-DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "auto", "channels_last": "auto", "steps": 10,
+DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "auto", "channels_last": "auto", "cuda_graphs": "auto",
+            "space_to_depth": "auto", "steps": 10,
             "warmup": 3, "threads": 0, "preset": "quick"}
 
 
@@ -68,7 +79,7 @@ def _check_mode(args) -> None:
     if args.baseline and (args.time_to_accuracy is not None or args.max_batch):
         raise AlexNetError("--baseline goes with the throughput measurement, not --time-to-accuracy or --max-batch")
     mode = ("time-to-accuracy" if args.time_to_accuracy is not None else "max-batch" if args.max_batch
-            else "loader" if args.loader else "throughput")
+            else "loader" if args.loader else "profile" if args.profile else "throughput")
     for name in sorted(set().union(*MODES.values()) - MODES[mode]):
         if getattr(args, name) not in (None, False, []):
             where = "the throughput measurement" if mode == "throughput" else f"--{mode}"
@@ -79,7 +90,7 @@ def _check_mode(args) -> None:
     for name, value in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if mode in ("throughput", "max-batch"):
+    if mode in ("throughput", "max-batch", "profile"):
         choose_model(args.model)  # the precision is checked by BenchSpec, with the bench's own message
 
 
@@ -101,8 +112,15 @@ def cmd_bench(args) -> int:
         return 0
     spec = BenchSpec(model=args.model, input_size=args.input_size or 0, batch_size=args.batch_size,
                      device=args.device or "auto", precision=args.precision, channels_last=args.channels_last,
-                     compile=args.compile, steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
+                     compile=args.compile, cuda_graphs=args.cuda_graphs, space_to_depth=args.space_to_depth,
+                     steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
                      data_dir=args.data_dir, threads=args.threads, remeasure_peak=args.remeasure_peak)
+    if args.profile:
+        from alexnet.bench.profile import format_profile, profile_step
+
+        result = profile_step(spec)
+        print(json.dumps(result) if args.json else format_profile(result))
+        return 0
     if args.max_batch:
         result = max_batch(spec)
         print(json.dumps(result) if args.json else

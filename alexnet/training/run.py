@@ -133,6 +133,7 @@ def banner(trainer: Trainer, *, resumed: bool, weights: str | None = None) -> No
           + (f" | {info['world_size']} ranks" if info["world_size"] > 1 else ""))
     m.say(f"  precision  {info['precision']}{' + channels_last' if info['channels_last'] else ''} "
           f"({info['reason']})")
+    m.say(f"  fast paths {'; '.join(info['fast_paths'].values())}")
     m.say(f"  data       {cfg.data.dataset} from {sources['train']}: train {sizes['train']:,} | val "
           f"{sizes['val']:,} | test {sizes['test']:,}")
     m.say(f"  validation {sources['val']}")
