@@ -53,6 +53,7 @@ def test_registry_lists_every_study():
     for name in list_studies():
         module = alexnet.experiments.get_study(name)
         assert {"tiny", "small", "full"} == set(module.BUDGETS), name
+        assert module.CLAIM.startswith(("Paper section", "d2l 7.1, exercise")), name  # the source, then its claim
 
 
 # --- models ------------------------------------------------------------------------------------------------------
@@ -94,27 +95,91 @@ def test_cifar4_has_four_weight_layers():
 
 # --- studies -----------------------------------------------------------------------------------------------------
 
-def test_relu_vs_tanh(tmp_path, data_dir):
+def batch_accuracies(out, arm: str, per_epoch: int) -> list[float]:
+    """Each step's training-batch accuracy, from the epoch-so-far accuracy steps.jsonl holds after every step."""
+    records = [json.loads(line) for line in (out / "runs" / arm / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))  # train.log_every_steps = 1
+    so_far = [r["acc"] * (r["step"] - (r["epoch"] - 1) * per_epoch) for r in records]  # correct / batch size
+    return [so_far[i] - (so_far[i - 1] if i % per_epoch else 0.0) for i in range(len(so_far))]
+
+
+def test_relu_vs_tanh_measures_steps_finer_than_an_epoch_and_relu_first(tmp_path, data_dir):
     out = tmp_path / "study"
     result = run_study("relu-vs-tanh", out, "tiny", "cpu", data_dir)
     saved = check_files(result, out)
     summary = saved["summary"]
-    assert summary["target_train_error"] == 0.5
-    assert {a["activation"] for a in summary["arms"].values()} == {"relu", "tanh"}
+    assert saved["claim"].startswith("Paper section 3.1, Fig. 1") and "six times faster" in saved["claim"]
+    assert result["table_md"].startswith("Claim: Paper section 3.1") and summary["verdict"] in result["table_md"]
+    assert (summary["target_train_error"], summary["window_steps"]) == (0.2, 5)
+    per_epoch = 461 // 32  # 512 images, a tenth (51) held out for validation: 14 full batches of 32 an epoch
     for name, arm in summary["arms"].items():
-        records = history(out, name)
-        errors = [1 - r["train_acc"] for r in records]
-        assert arm["train_error"] == [round(e, 4) for e in errors]
-        assert errors[-1] < errors[0]  # both nets learn
-        epochs, steps = arm["epochs_to_target"], arm["steps_to_target"]
-        first = next(r for r in records if 1 - r["train_acc"] <= 0.5)  # the bars are easy: both reach 50%
-        # 512 images, a tenth (51) held out for validation: 461 train, 7 full batches of 64 per epoch
-        assert (epochs, steps) == (first["epoch"], first["step"]) and steps == epochs * (461 // 64)
-    relu, tanh = (summary["arms"][summary["fastest_arm"][a]]["steps_to_target"] for a in ("relu", "tanh"))
-    assert summary["steps_ratio_tanh_over_relu"] == round(tanh / relu, 3)
-    config = yaml.safe_load((out / "runs" / "tanh-lr0.01" / "config.yaml").read_text())
-    assert config["model"] == {"name": "cifar4", "activation": "tanh"}
+        assert (arm["steps_per_epoch"], arm["steps_run"]) == (per_epoch, 4 * per_epoch)
+        batches = batch_accuracies(out, name, per_epoch)
+        for k, acc in enumerate(batches):  # a whole number of correct images out of 32: the differences are exact
+            assert acc * 32 == pytest.approx(round(acc * 32), abs=1e-6) and 0 <= acc <= 1, k
+        for epoch in history(out, name):  # the steps' batches make up each epoch's average
+            assert sum(batches[(epoch["epoch"] - 1) * per_epoch:epoch["step"]]) / per_epoch == pytest.approx(
+                epoch["train_acc"], abs=1e-9)
+        # a point per step once 5 steps are behind it, not one per epoch: the error of the last 5 batches
+        assert [step for step, _ in arm["curve"]] == list(range(5, 4 * per_epoch + 1))
+        assert [err for _, err in arm["curve"]] == pytest.approx(
+            [1 - sum(batches[s - 5:s]) / 5 for s in range(5, 4 * per_epoch + 1)], abs=1e-4)
+        first = next((step for step, err in arm["curve"] if err <= 0.2), None)
+        assert arm["steps_to_target"] == first
+        assert arm["best_window_error"] == min(err for _, err in arm["curve"])
+    # The direction of Fig. 1, at one learning rate for both (0.001), the paper's inputs (pixels minus the mean
+    # image) and init (N(0, 0.01)): on these images ReLU reached 20% at steps 21-27 with seeds 0-4 on the
+    # development Xeon, while tanh never did within its 56 steps (best windowed error 0.21-0.39). Another CPU's
+    # kernels change sums in their last bits, far less than another seed does, so the test asks only for
+    # tanh / ReLU >= 1.5 (measured: > 2 for every seed). With each net at its own best rate the gap is much smaller
+    # (docs/experiments.md), so this is the setting where the claim's direction is large enough to test.
+    relu, tanh = summary["arms"]["relu-lr0.001"], summary["arms"]["tanh-lr0.001"]
+    assert summary["fastest_arm"] == {"relu": "relu-lr0.001", "tanh": "tanh-lr0.001"}
+    assert relu["steps_to_target"] is not None
+    if tanh["steps_to_target"] is None:  # it needs more than every step it ran: a lower bound on the ratio
+        ratio = summary["steps_ratio_lower_bound"]
+        assert summary["steps_ratio_tanh_over_relu"] is None and "tanh never did in 56 steps" in summary["verdict"]
+        assert ratio == round(56 / relu["steps_to_target"], 2)
+    else:
+        ratio = summary["steps_ratio_tanh_over_relu"]
+        assert ratio == round(tanh["steps_to_target"] / relu["steps_to_target"], 2)
+    assert ratio >= 1.5
+    config = yaml.safe_load((out / "runs" / "tanh-lr0.001" / "config.yaml").read_text())
+    assert config["model"] == {"name": "cifar4", "activation": "tanh", "init": "paper"}
     assert config["optim"]["weight_decay"] == 0.0 and config["data"]["train_augment"] == []
+    assert config["data"]["normalize"] == "mean_image" and config["train"]["precision"] == "fp32"
+
+
+def test_relu_vs_tanh_windows_uneven_records():
+    """The full budget logs every 5 steps and at epoch ends: intervals of unequal length, an epoch boundary inside
+    a window, and a record of an epoch whose start is unknown (skipped)."""
+    from alexnet.experiments.relu_vs_tanh import blocks, reach, windowed_error
+
+    # batch accuracies by step: 0, 0, 1, 1 | 1, 0, 1, 1 (4 steps an epoch; records at steps 3, 4, 6, 8)
+    steps = [{"step": 3, "epoch": 1, "acc": 1 / 3}, {"step": 4, "epoch": 1, "acc": 0.5},
+             {"step": 6, "epoch": 2, "acc": 0.5}, {"step": 8, "epoch": 2, "acc": 0.75},
+             {"step": 10, "epoch": 4, "acc": 1.0}]
+    history = [{"epoch": 1, "step": 4}, {"epoch": 2, "step": 8}]
+    intervals = blocks(steps, history)
+    assert [(s, n) for s, n, _ in intervals] == [(3, 3), (4, 1), (6, 2), (8, 2)]
+    assert [c for _, _, c in intervals] == pytest.approx([1.0, 1.0, 1.0, 2.0])
+    curve = windowed_error(intervals, 4)  # step 3 has only 3 steps behind it; step 6 takes 6 (whole intervals)
+    assert curve == [(4, 0.5), (6, 0.5), (8, 0.25)]
+    assert (reach(curve, 0.3), reach(curve, 0.5), reach(curve, 0.1)) == (8, 4, None)
+
+
+def test_relu_vs_tanh_verdicts():
+    from alexnet.experiments.relu_vs_tanh import fastest, verdict
+
+    arm = lambda act, lr, steps, best: {"activation": act, "lr": lr, "steps_to_target": steps,  # noqa: E731
+                                        "best_window_error": best, "best_at_step": 90, "steps_run": 100}
+    arms = {"relu-a": arm("relu", 0.01, None, 0.3), "relu-b": arm("relu", 0.003, 40, 0.1),
+            "tanh-a": arm("tanh", 0.01, None, 0.25), "tanh-b": arm("tanh", 0.03, None, 0.22)}
+    assert fastest(arms) == {"relu": "relu-b", "tanh": "tanh-b"}  # reached first; else the lowest error
+    text = verdict(arms["relu-b"], arms["tanh-b"], None, 2.5, 0.2)
+    assert text == ("first to 20% windowed training error: relu (lr 0.003) at step 40; tanh never did in 100 steps "
+                    "(best 0.22 at step 90). tanh / ReLU > 2.5 (the paper: about 6)")
+    assert verdict(arms["relu-a"], arms["tanh-a"], None, None, 0.2).endswith("No ratio: ReLU did not reach the target")
 
 
 def test_rerun_skips_finished_arms_and_refuses_another_budget(tmp_path, data_dir):
@@ -228,6 +293,7 @@ def test_small_budgets_are_fashion_mnist_and_small():
     full = relu_vs_tanh.BUDGETS["full"]
     cfg = arm_config(relu_vs_tanh.arms(full)[0], full["preset"], full["common"], "cpu", None)
     assert cfg.data.dataset == "cifar10" and cfg.model.name == "cifar4" and cfg.data.input_size == 32
+    assert cfg.data.normalize == "mean_image" and cfg.model.options["init"] == "paper" and cfg.data.train_augment == []
 
 
 @pytest.mark.parametrize("name", ["relu-vs-tanh", "ablations", "batch-size", "simplify", "lenet"])
@@ -274,8 +340,8 @@ def test_unknown_budget_and_study():
 # --- command line ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv,message", [
-    (["experiment", "vgg", "--out", "x"], "invalid choice: 'vgg'"),
-    (["experiment", "lenet", "--out", "x", "--budget", "huge"], "invalid choice: 'huge'"),
+    (["experiment", "vgg", "--out", "x"], "unknown study 'vgg'; choose from relu-vs-tanh, ablations"),
+    (["experiment", "lenet", "--out", "x", "--budget", "huge"], "unknown budget 'huge'; choose from small, full"),
     (["experiment", "lenet"], "--out"),
 ])
 def test_cli_errors_are_one_line(cli_x, argv, message):
@@ -295,5 +361,6 @@ def test_cli_runs_a_study(cli_x, tmp_path):
     assert code == 0, err
     assert str(tmp_path / "c" / "results.md") in out and str(tmp_path / "c" / "plot.png") in out
     assert "| d2l | fc | 43,040,778 |" in out
+    assert "Claim: d2l 7.1, exercise 4" in out and "164 MB of memory and 81 MFLOPs" in out  # the claim it tests
     saved = json.loads((tmp_path / "c" / "results.json").read_text())
     assert all(math.isfinite(v) for row in saved["table"]["rows"] for v in row if isinstance(v, (int, float)))

@@ -53,11 +53,15 @@ def test_study_at_small_budget(name, fmnist_dir, tmp_path):
     assert saved["budget"] == "small" and saved["study"] == result["study"] == name
     summary = saved["summary"]
     if name == "relu-vs-tanh":
-        for arm in summary["arms"].values():
-            errors = arm["train_error"]
-            assert errors[-1] < errors[0] - 0.2  # both nets learn
-            assert arm["steps_to_target"] is not None  # the small budget's target is reachable by both
-        assert _finite(summary["steps_ratio_tanh_over_relu"])
+        # Each activation's fastest rate reaches 20% (best windowed errors 0.10 and 0.13 in docs/experiments.md); the
+        # grids' highest rates may not (ReLU at 0.01 stays at chance), and the 1.2x gap between the two is too small
+        # to assert on another CPU. The curve has a point per step (28 an epoch), not per epoch.
+        fastest = {act: summary["arms"][arm] for act, arm in summary["fastest_arm"].items()}
+        for arm in fastest.values():
+            assert arm["steps_to_target"] is not None and arm["train_error"][-1] < arm["train_error"][0] - 0.2
+            assert [step for step, _ in arm["curve"]] == list(range(20, 8 * 28 + 1))
+        relu, tanh = fastest["relu"]["steps_to_target"], fastest["tanh"]["steps_to_target"]
+        assert summary["steps_ratio_tanh_over_relu"] == round(tanh / relu, 2)
     elif name == "complexity":
         for model in summary["models"]:
             assert model["layer_params_sum"] == model["total_params"]

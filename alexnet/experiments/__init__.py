@@ -3,7 +3,9 @@
 Each study is a module with `run(out, budget, device, data_dir) -> dict`: a list of config deltas over a preset,
 trained as ordinary run folders under `out/runs/`, summarised in `out/results.json`, `out/results.md` and
 `out/plot.png` (`common`). Budgets: `small` finishes on two CPU cores in minutes, `full` is the real study for a
-GPU, `tiny` is a seconds-long smoke test for the test suite on tiny subsets and nets (its numbers mean nothing).
+GPU, `tiny` is a seconds-long budget for the test suite on tiny subsets and nets, fp32 and one thread (its numbers
+say nothing about the claims, but for what a test asserts and says why). Each study states the claim it tests
+(its module's CLAIM) in its output.
 `visualize` draws the paper's Fig. 3 and Fig. 4 from a checkpoint. Imports `training` and everything below it.
 """
 

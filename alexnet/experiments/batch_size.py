@@ -30,6 +30,7 @@ from alexnet.base.files import atomic_write
 from alexnet.config import Config
 from alexnet.experiments.common import (
     SMALL_RECIPE,
+    TINY_RUNTIME,
     Arm,
     ArmRun,
     begin,
@@ -47,12 +48,14 @@ from alexnet.training.guards import Diverged
 
 NAME = "batch-size"
 TITLE = "Batch size against accuracy, throughput and peak memory (d2l 7.1, exercise 3)"
+CLAIM = ("d2l 7.1, exercise 3: modify the batch size, and observe the changes in accuracy and GPU memory. The book "
+         "gives no figure to compare with (its AlexNet trains at batch 128).")
 MEMORY = "memory.json"  # in the arm's run folder: a re-run of the study keeps the measurement
 SMALL = {**SMALL_RECIPE, "data.train_subset": 8000, "data.test_subset": 2000, "train.epochs": 2}
 BUDGETS = {
     "tiny": {"preset": "quick", "batch_sizes": (16, 64),
              "common": {**SMALL, "data.train_subset": 512, "data.test_subset": 200, "train.epochs": 1,
-                        "model.width": 8, "model.hidden": 32, "train.threads": 1}},
+                        "model.width": 8, "model.hidden": 32, **TINY_RUNTIME}},
     "small": {"preset": "quick", "batch_sizes": (32, 64, 128, 256, 512), "common": SMALL},
     # The book's setting: the d2l net at 224 px, plain SGD lr 0.01, 10 epochs; 1024 is where a 40 GB GPU is busy.
     "full": {"preset": "d2l", "batch_sizes": (32, 64, 128, 256, 512, 1024), "common": {}},
@@ -107,6 +110,12 @@ def measured_run(cfg: Config, run_dir: Path) -> list[dict]:
     return history
 
 
+# The fresh process's program. Not `python -m alexnet.experiments.batch_size`: the package imports this module
+# before runpy runs it again as __main__ (a RuntimeWarning on every arm, and two copies of the module).
+CHILD = ("import sys; from pathlib import Path; from alexnet.experiments.batch_size import _child; "
+         "_child(Path(sys.argv[1]))")
+
+
 def _in_fresh_process(cfg: Config, run_dir: Path) -> tuple[list[dict], int]:
     """A new interpreter (not multiprocessing: its spawn re-runs the caller's main module, fork inherits this
     process's peak) that runs `_child`; AlexNetErrors (divergence) come back as such."""
@@ -114,7 +123,7 @@ def _in_fresh_process(cfg: Config, run_dir: Path) -> tuple[list[dict], int]:
     job = run_dir / ".memory-job.json"
     job.with_suffix(".result").unlink(missing_ok=True)
     atomic_write(job, json.dumps({"config": cfg.to_dict(), "run_dir": str(run_dir)}))
-    proc = subprocess.run([sys.executable, "-m", "alexnet.experiments.batch_size", str(job)],
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(job)],
                           stdout=subprocess.DEVNULL, check=False)  # its progress goes to stderr
     result_file = job.with_suffix(".result")
     if proc.returncode != 0 or not result_file.exists():
@@ -164,13 +173,10 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
     notes = [f"dataset: {cfg.data.dataset}, {cfg.data.train_subset or 'all'} training images, "
              f"{cfg.train.epochs} epochs, lr {cfg.optim.lr:g} ({cfg.optim.schedule}) at every batch size",
              f"memory: {rows[0]['memory_kind']}"]
-    results = study_results(info, __doc__, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
+    results = study_results(info, CLAIM, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
                             dataset=cfg.data.dataset)
     columns = ["batch size", "steps", "test accuracy", "images/s", "peak memory MiB"]
     table = [[r["batch_size"], r["steps"], r["test_acc"], r["images_per_sec"],
               r["peak_memory_mib"]] for r in rows]
     return finish(out, results, columns, table)
 
-
-if __name__ == "__main__":  # python -m alexnet.experiments.batch_size JOB: one arm in a fresh process
-    _child(Path(sys.argv[1]))

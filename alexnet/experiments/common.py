@@ -45,6 +45,9 @@ DIVERGED = "diverged.txt"  # in an arm's run folder: training hit a non-finite l
 # The `quick` preset's recipe (Nesterov SGD, one-cycle) at a batch and rate that learn within the few hundred steps
 # of a `small` budget: at its own lr 0.1 and batch 256 the small net barely leaves chance in 200 steps.
 SMALL_RECIPE = {"optim.lr": 0.05, "optim.label_smoothing": 0.0, "train.batch_size": 32}
+# Every `tiny` budget (the test suite's): fp32 and one thread, so that a CPU with bf16 units (AVX512-BF16, AMX)
+# trains the same nets as one without; the kernels still differ in the last bits from CPU to CPU.
+TINY_RUNTIME = {"train.precision": "fp32", "train.threads": 1}
 
 
 @dataclass(frozen=True)
@@ -216,11 +219,12 @@ def _cell(value) -> str:
     return str(value)
 
 
-def study_results(info: dict, doc: str, title: str, t0: float, notes: list[str], summary: dict, *,
+def study_results(info: dict, claim: str, title: str, t0: float, notes: list[str], summary: dict, *,
                   out: Path, runs: Sequence[ArmRun] = (), dataset: str | None = None) -> dict:
-    """What every study's results.json holds: `info` from `begin`, the claim (the first paragraph of the study
-    module's docstring), notes, dataset, the study's own summary, each arm's record, and the wall time."""
-    results = {**info, "title": title, "claim": " ".join(doc.split("\n\n")[0].split()), "notes": notes}
+    """What every study's results.json holds: `info` from `begin`, the claim it tests (its source's words and
+    figure: the study module's CLAIM), notes, dataset, the study's own summary, each arm's record, and the wall
+    time."""
+    results = {**info, "title": title, "claim": " ".join(claim.split()), "notes": notes}
     if dataset is not None:
         results["dataset"] = dataset
     results["summary"] = summary
@@ -229,15 +233,17 @@ def study_results(info: dict, doc: str, title: str, t0: float, notes: list[str],
     return {**results, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
-def finish(out: Path, results: dict, columns: list[str], rows: list[list], extra_md: str = "") -> dict:
-    """Write results.json and results.md (the plot is already at DIR/plot.png); return the results with
-    the paths and the markdown table added."""
+def finish(out: Path, results: dict, columns: list[str], rows: list[list], extra_md: str = "",
+           verdict: str | None = None) -> dict:
+    """Write results.json and results.md (the plot is already at DIR/plot.png); return the results with the
+    paths and `table_md`: the claim, the table and, where the study states one, its verdict (what was measured
+    against the claim), as `alexnet experiment` prints them and results.md holds them."""
     out = Path(out)
     table = markdown_table(columns, rows)
     # The arms' own training + evaluation seconds: unlike this invocation's wall_s, a re-run that skips
     # finished arms does not change it.
     arms = [a["history"][-1]["wall_s"] for a in results.get("arms", []) if a["history"]]
-    results = {**results, "table": {"columns": columns, "rows": rows}, "plot": PLOT,
+    results = {**results, "table": {"columns": columns, "rows": rows}, "plot": PLOT, "verdict": verdict,
                "arms_wall_s": round(sum(arms), 1) if arms else None, "load_average_1min_at_end": _load()}
     r = results
     notes = "".join(f"- {n}\n" for n in r.get("notes", []))
@@ -245,11 +251,12 @@ def finish(out: Path, results: dict, columns: list[str], rows: list[list], extra
     where = (f"{r['machine']}, torch {r['torch']}, {r['torch_threads']} thread(s), {r['date']}; {spent}"
              f"this invocation {r.get('wall_s', 0):.0f} s; 1-minute load average {r['load_average_1min_at_start']} "
              f"at the start, {r['load_average_1min_at_end']} at the end.")
-    text = (f"# {r['title']}\n\n{r['claim']}\n\n`{r['command']}`\n\n{where}\n\n{notes}\n{table}\n\n"
+    shown = f"Claim: {r['claim']}\n\n{table}" + (f"\n\nMeasured: {verdict}" if verdict else "")
+    text = (f"# {r['title']}\n\n`{r['command']}`\n\n{where}\n\n{notes}\n{shown}\n\n"
             + (extra_md + "\n\n" if extra_md else "") + f"![plot]({PLOT})\n")
     atomic_write(out / "results.json", json.dumps(results, indent=1) + "\n")
     atomic_write(out / "results.md", text)
-    return {**results, "table_md": table, "results_json": str(out / "results.json"),
+    return {**results, "table_md": shown, "results_json": str(out / "results.json"),
             "results_md": str(out / "results.md"), "plot_png": str(out / PLOT)}
 
 

@@ -31,6 +31,9 @@ from alexnet.report.plots import save_figure
 
 NAME = "complexity"
 TITLE = "Where AlexNet's parameters, FLOPs and activation memory go (d2l 7.1, exercise 4)"
+CLAIM = ("d2l 7.1, exercise 4: which part of AlexNet dominates memory, which computation, and what of memory "
+         "bandwidth? The book's own figure (the English edition's AlexNet discussion): the last two hidden layers "
+         "need 6400x4096 and 4096x4096 matrices, 164 MB of memory and 81 MFLOPs of computation.")
 MODELS = ("d2l", "paper", "torchvision", "small")
 BUDGETS = {"tiny": {"models": ("d2l", "small")}, "small": {"models": MODELS}, "full": {"models": MODELS}}
 METRICS = ("params", "flops", "activation_bytes")
@@ -130,7 +133,7 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
              "and matrix products only)",
              "FLOPs / weight byte at batch 1: each weight (4 bytes) is read once per image; at batch B the fully "
              "connected layers' figure is B times larger, the convolutions' already is high"]
-    results = study_results(info, __doc__, TITLE, t0, notes, {"models": models}, out=out)
+    results = study_results(info, CLAIM, TITLE, t0, notes, {"models": models}, out=out)
     columns = ["model", "block", "params", "% params", "MFLOPs", "% FLOPs", "activations KiB", "% activations",
                "FLOPs / weight byte"]
     return finish(out, results, columns, rows, extra_md="Per stage:\n\n" + stage_tables(models))

@@ -11,11 +11,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from alexnet.experiments.common import Arm, ArmRun, begin, error_rate, finish, study_results, train_set_accuracy
+from alexnet.experiments.common import (
+    TINY_RUNTIME,
+    Arm,
+    ArmRun,
+    begin,
+    error_rate,
+    finish,
+    study_results,
+    train_set_accuracy,
+)
 from alexnet.report.plots import save_figure
 
 NAME = "lenet"
 TITLE = "LeNet-5 with ReLU, dropout and augmentation (d2l 7.1, exercise 5)"
+CLAIM = ("d2l 7.1, exercise 5: apply dropout and ReLU to LeNet-5; does it improve? Can preprocessing that uses the "
+         "images' invariances improve it further? The book gives no figure; its summary names dropout, ReLU and "
+         "preprocessing as key steps for vision tasks.")
 CROP_FLIP = [{"op": "random_crop", "padding": 2}, {"op": "hflip"}]
 # d2l 6.6's batch 256 and Xavier init, no weight decay or augmentation; SGD lr 0.1 with momentum 0.9 (an effective
 # step of 0.1 / (1 - 0.9) = 1, near the book's plain 0.9): in a trial while choosing this budget the book's plain
@@ -38,7 +50,7 @@ ARMS = [Arm("lenet5", model={"name": "lenet"}, label="sigmoid, avg-pool (d2l 6.6
 BUDGETS = {
     "tiny": {"preset": "quick", "arms": (0, 1, 3),
              "common": {**RECIPE, "data.train_subset": 512, "data.test_subset": 200, "train.epochs": 3,
-                        "train.batch_size": 64, "train.eval_batch_size": 200, "train.threads": 1}},
+                        "train.batch_size": 64, "train.eval_batch_size": 200, **TINY_RUNTIME}},
     "small": {"preset": "quick", "arms": range(len(ARMS)),
               "common": {**RECIPE, "data.train_subset": 30000, "data.test_subset": 5000, "train.epochs": 3}},
     "full": {"preset": "quick", "arms": range(len(ARMS)), "common": {**RECIPE, "train.epochs": 30}},
@@ -87,7 +99,7 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
              f"recipe for every arm: SGD lr {cfg.optim.lr:g}, momentum {cfg.optim.momentum:g}, batch "
              f"{cfg.train.batch_size}, Xavier init, no weight decay",
              "gap = train accuracy (final weights, eval mode) - test accuracy"]
-    results = study_results(info, __doc__, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
+    results = study_results(info, CLAIM, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
                             dataset=cfg.data.dataset)
     columns = ["arm", "change", "test accuracy", "best test accuracy", "train accuracy (eval)", "gap"]
     table = [[r["arm"], r["error"] or r["label"], r["test_acc"], r["best_test_acc"], r["train_acc_eval"], r["gap"]]

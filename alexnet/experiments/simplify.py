@@ -17,11 +17,14 @@ import matplotlib.pyplot as plt
 
 from alexnet.analysis.summary import summarize
 from alexnet.config import build_model, dataset_channels
-from alexnet.experiments.common import SMALL_RECIPE, Arm, ArmRun, begin, finish, study_results
+from alexnet.experiments.common import SMALL_RECIPE, TINY_RUNTIME, Arm, ArmRun, begin, finish, study_results
 from alexnet.report.plots import save_figure
 
 NAME = "simplify"
 TITLE = "Simpler AlexNets on Fashion-MNIST: accuracy against throughput (d2l 7.1, exercise 2)"
+CLAIM = ("d2l 7.1, exercise 2: AlexNet may be too complex for Fashion-MNIST; simplify it to train faster without a "
+         "significant drop in accuracy, and design a net for 28x28 images. The book's figure for its AlexNet: test "
+         "accuracy 0.883 after 10 epochs at 3,942 images/s on its GPU; none for a simpler net.")
 D2L: dict[str, dict] = {"model": {"name": "d2l"}, "overrides": {"data.input_size": 224}}
 
 
@@ -40,7 +43,7 @@ SMALL = {**SMALL_RECIPE, "data.train_subset": 8000, "data.test_subset": 2000, "t
 BUDGETS = {
     "tiny": {"preset": "quick", "d2l": [], "native": NATIVE[1:3],
              "common": {**SMALL, "data.train_subset": 512, "data.test_subset": 200, "train.epochs": 1,
-                        "train.batch_size": 64, "train.eval_batch_size": 200, "train.threads": 1}},
+                        "train.batch_size": 64, "train.eval_batch_size": 200, **TINY_RUNTIME}},
     "small": {"preset": "quick", "d2l": [("d2l-224", {}, "d2l at 224 px (throughput only)", PROBE)],
               "native": NATIVE, "common": SMALL},
     "full": {"preset": "d2l-fast", "native": NATIVE, "common": {"train.epochs": 10},
@@ -109,7 +112,7 @@ def run(out: Path, budget: str = "small", device: str = "auto", data_dir: str | 
              "included)"]
     if any(not r["accuracy_meaningful"] for r in rows):
         notes.append("throughput-only arms trained one epoch on 256 images: their accuracy is not a result")
-    results = study_results(info, __doc__, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
+    results = study_results(info, CLAIM, TITLE, t0, notes, {"rows": rows}, out=out, runs=runs,
                             dataset=cfg.data.dataset)
     columns = ["arm", "model", "input px", "params", "MFLOPs / image", "test accuracy", "images/s"]
     table = [[r["arm"], r["error"] or r["label"], r["input"], r["params"], r["mflops"],
