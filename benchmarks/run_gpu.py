@@ -173,6 +173,55 @@ print(json.dumps(decode_throughput(path, device, batch_size=batch, steps=steps, 
 """
 
 
+# complexity first (seconds, no training), then the paper's headline claim; the full budgets of relu-vs-tanh and
+# ablations train on CIFAR-10, which they look for where `alexnet` does ($ALEXNET_DATA, the cache), not in the
+# Fashion-MNIST --data-dir.
+STUDIES = ("complexity", "relu-vs-tanh", "lenet", "ablations", "simplify", "batch-size")
+CIFAR_STUDIES = ("relu-vs-tanh", "ablations")
+
+
+def stage_studies(r: Runner) -> dict:
+    """Every study of `alexnet experiment` at its `full` budget on CUDA (a smoke run: `tiny` on the CPU), each in
+    DIR/studies/<study> with a fair share of the time left (what a study leaves, the next ones get). A study cut
+    off by its share keeps its finished epochs: running the stage again with the same --out resumes it."""
+    out: dict = {}
+    budget = "tiny" if r.smoke else "full"
+    for i, study in enumerate(STUDIES):
+        folder = r.out / "studies" / study
+        data = r.data() if r.smoke or study not in CIFAR_STUDIES else []
+        try:
+            r.alexnet("experiment", study, "--out", folder, "--budget", budget, "--device", r.device, *data,
+                      timeout=r.left() / (len(STUDIES) - i))
+            out[study] = study_figures(json.loads((folder / "results.json").read_text()))
+        except Exception as e:  # a timeout, no CIFAR-10, a failed arm: recorded, and the next study runs
+            out[study] = {"error": one_line(e), "out": str(folder)}
+    return out
+
+
+def study_figures(results: dict) -> dict:
+    """The key figures of one study's results.json (the whole file stays in its folder)."""
+    s = results["summary"]
+    key = {"budget": results["budget"], "wall_s": results["wall_s"], "claim": results["claim"],
+           "verdict": results.get("verdict"), "machine": results["machine"]}
+    if results["study"] == "relu-vs-tanh":
+        fastest = {act: s["arms"][arm] for act, arm in s["fastest_arm"].items()}
+        return {**key, "target": s["target_train_error"], "window_steps": s["window_steps"],
+                "steps_to_target": {act: a["steps_to_target"] for act, a in fastest.items()},
+                "lr": {act: a["lr"] for act, a in fastest.items()},
+                "ratio_tanh_over_relu": s["steps_ratio_tanh_over_relu"],
+                "ratio_lower_bound": s["steps_ratio_lower_bound"]}
+    if results["study"] == "complexity":
+        models = {m["model"]: {"params": m["total_params"], "mflops": round(m["total_flops"] / 1e6, 1),
+                               "fc_params_share": round(m["blocks"]["fc"]["params"] / m["total_params"], 3)}
+                  for m in s["models"]}
+        return {**key, "models": models}
+    picks = {"ablations": ("arm", ("test_error", "gap")), "lenet": ("arm", ("test_acc", "gap")),
+             "simplify": ("arm", ("test_acc", "images_per_sec")),
+             "batch-size": ("batch_size", ("test_acc", "images_per_sec", "peak_memory_mib"))}
+    name, fields = picks[results["study"]]
+    return {**key, "rows": {str(row[name]): {f: row[f] for f in (*fields, "error")} for row in s["rows"]}}
+
+
 def stage_max_batch(r: Runner) -> dict:
     out: dict = {}
     for model in ("d2l",) if r.smoke else ("d2l", "paper", "torchvision"):  # on a CPU each only says: no CUDA
