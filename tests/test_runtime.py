@@ -105,6 +105,8 @@ def test_autocast_is_one_path_for_every_precision():
 def test_onednn_capped_below_the_cpu_has_no_native_bf16(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    for cap in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # uncapped to start with, whatever the caller's shell set
+        monkeypatch.delenv(cap, raising=False)
     cpu_features.cache_clear()
     try:
         assert cpu_features().native_bf16 and cpu_features().amx
