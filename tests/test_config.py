@@ -59,7 +59,7 @@ def test_bad_values_are_one_line_errors(key, value, message):
     ({"optim.momentum": 1.0}, "optim.momentum must be in [0, 1)"),
     ({"optim.nesterov": True, "optim.momentum": 0.0}, "optim.nesterov needs optim.momentum > 0"),
     ({"optim.final_lr_fraction": 1.5}, "optim.final_lr_fraction must be in [0, 1]"),
-    ({"train.precision": "fp8"}, "train.precision must be one of auto, fp32, bf16, fp16"),
+    ({"train.precision": "fp8"}, "train.precision must be one of auto, fp32, tf32, bf16, fp16"),
     ({"train.device": "tpu"}, "train.device must be auto, cpu, cuda or cuda:N"),
     ({"data.dataset": "mnist"}, "data.dataset must be one of fashion-mnist, cifar10, folder"),
     ({"model.input_size": 64}, "model.input_size follows the data section"),

@@ -44,7 +44,7 @@ def test_the_smoke_run_writes_every_stage(tmp_path):
     assert "| d2l_book | test acc after the book's 10 epochs |" in tables  # each goal, met or missed
     # the fast paths are their own rows; fp32 is IEEE fp32, its peak fp32's
     assert summary["stages"]["bench"]["variants"]["fp32"]["peak_precision"] == "fp32"
-    assert (out / "profile-plain.txt").read_text().startswith("profile: d2l @80, batch 4")
+    assert (out / "profile-fast.txt").read_text().startswith("profile: d2l @80, batch 4")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a bash script for the Linux GPU machines")

@@ -4,9 +4,10 @@ Per layer: the net is cut into units at each convolution, pooling, flatten and l
 the activation and LRN after it is one unit, so an in-place ReLU never writes into a timed input). Each unit is
 timed on its own, on the input the whole net gives it, in the trainer's precision, memory format and execution
 forms (conv1 folded where the trainer folds it): forward, then backward (the gradients of its parameters and, but
-for the first unit, of its input, as in training). FLOPs are counted for each by torch's flop counter, so the achieved rate is theirs.
-On CUDA, torch.profiler records the kernels of each: the share of the unit's GPU time in kernels whose names say
-tensor core (xmma, hmma, gmma, wgmma, tensorop, or CUTLASS but not its SIMT kernels: a heuristic on names).
+for the first unit, of its input, as in training). FLOPs are counted for each by torch's flop counter, so the
+achieved rate is theirs. On CUDA, torch.profiler records the kernels of each: the share of the unit's GPU time in
+kernels whose names say tensor core (xmma, hmma, gmma, wgmma, tensorop, or CUTLASS but not its SIMT kernels: a
+heuristic on names).
 
 Per step: the trainer's own `train_step` over a few steps (after warm-up) under torch.profiler: the GPU's busy
 time per step (sum of the kernels' times), the host's time per step, the host time spent waiting for the device
