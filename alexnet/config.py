@@ -76,7 +76,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N
-    precision: str = "auto"          # auto (the device's fastest, alexnet.runtime.precision) | fp32 | bf16 | fp16
+    precision: str = "auto"          # auto (the device's fastest, alexnet.runtime.precision) | fp32 | tf32 | bf16
+                                     # | fp16
     channels_last: bool | str = "auto"  # NHWC model and inputs; auto: with bf16 / fp16
     compile: bool = False            # torch.compile the model
     accum_steps: int = 1             # micro-batches per optimizer step, their gradients summed: batch_size /

@@ -393,14 +393,19 @@ def tables(summary: dict) -> str:
 
 
 def failed(summary: dict) -> list[str]:
-    """The stages that make the run fail: an error anywhere in a stage's result (a smoke run's expected
-    "needs a CUDA device" per model excepted)."""
-    bad = []
-    for name, stage in summary["stages"].items():
-        nested = [v for v in stage.values() if isinstance(v, dict) and "error" in v]
-        if "error" in stage or (nested and not summary["smoke"]):
-            bad.append(name)
-    return bad
+    """The stages that make the run fail: an error anywhere in a stage's result, however deep (a bench variant,
+    a model of max_batch, a study), except a smoke run's expected "needs a CUDA device"."""
+    return [name for name, stage in summary["stages"].items() if errors(stage, summary["smoke"])]
+
+
+def errors(result, smoke: bool) -> list[str]:
+    if isinstance(result, list):
+        return [e for item in result for e in errors(item, smoke)]
+    if not isinstance(result, dict):
+        return []
+    own = result.get("error")
+    mine = [own] if isinstance(own, str) and not (smoke and "needs a CUDA device" in own) else []
+    return mine + [e for key, value in result.items() if key not in ("error", "raw") for e in errors(value, smoke)]
 
 
 def _cells(name: str, r: dict) -> str:

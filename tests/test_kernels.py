@@ -97,3 +97,12 @@ def test_which_convolutions_it_covers():
     assert first_conv(create_model("small")) is None
     with pytest.raises(ValueError, match="strided square convolution"):
         FastForward(create_model("small"))
+
+
+def test_fast_forward_compiles():
+    """torch.compile traces the folded net as it is (it changes no module attribute): the same outputs."""
+    torch.manual_seed(0)
+    model = create_model("d2l", num_classes=10, dropout=0.0, input_size=67).double()
+    x = torch.randn(2, 1, 67, 67, dtype=torch.float64)
+    compiled = torch.compile(FastForward(model), backend="eager")
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-10, atol=1e-12)

@@ -46,6 +46,7 @@ def test_tensor_core_kernel_names():
     assert not TENSOR_CORE.search("cutlass_80_simt_sgemm_128x32_8x5_nn_align1")
     assert not TENSOR_CORE.search("void at::native::vectorized_elementwise_kernel<4, at::native::(anonymous)")
     assert not TENSOR_CORE.search("implicit_convolve_sgemm")
+    assert not TENSOR_CORE.search("sm80_xmma_fprop_implicit_gemm_f32f32_f32f32_f32_nhwckrsc_nchw")  # IEEE fp32
 
 
 def test_profile_from_the_command_line(cli):

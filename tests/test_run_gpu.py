@@ -64,3 +64,19 @@ def test_a_failing_stage_makes_the_run_exit_non_zero(tmp_path):
     unknown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_gpu.py"), "--stages", "bogus"],
                              capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "unknown stage bogus" in unknown.stderr
+
+
+def test_an_error_anywhere_in_a_stage_fails_the_run():
+    """A bench variant's or a study's error, however deep, fails its stage; a smoke run's "needs a CUDA device"
+    (the CPU saying what it cannot do) does not."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_gpu
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    stages = {"bench": {"images_per_sec": 1.0, "variants": {"tf32": {"error": "timed out"}}},
+              "studies": {"lenet": {"rows": {"relu": {"error": "diverged"}}}},
+              "max_batch": {"goals": [], "d2l": {"error": "--max-batch needs a CUDA device (--device cuda)"}},
+              "tests": {"passed": 3, "failed": 0}}
+    assert run_gpu.failed({"smoke": False, "stages": stages}) == ["bench", "studies", "max_batch"]
+    assert run_gpu.failed({"smoke": True, "stages": stages}) == ["bench", "studies"]

@@ -15,6 +15,7 @@ from a fixed start (`largest_fitting`) took more than 81 s for the d2l net on an
 size pays cuDNN's autotuning, and doubling to ~10^4 then bisecting to one image is ~25 sizes.
 """
 
+import dataclasses
 import gc
 import math
 import tempfile
@@ -147,7 +148,8 @@ def max_batch(spec: BenchSpec, probes: tuple[int, int] = PROBES, budget_s: float
     with tempfile.TemporaryDirectory(prefix="alexnet-maxbatch-") as scratch, \
             torch_settings(device, threads=spec.threads, precision=spec.precision):
         data = write_synthetic_fashion_mnist(Path(scratch) / "data", max(spec.batch_size, 1000), n_test=100)
-        trainer = build_trainer(spec, str(data), Path(scratch) / "run")
+        # eager steps: a captured graph would keep its memory pool reserved across the sizes tried
+        trainer = build_trainer(dataclasses.replace(spec, cuda_graphs=False), str(data), Path(scratch) / "run")
         baseline = torch.cuda.memory_allocated(device)  # the weights (and the data set on the device)
         result = search_max_batch(_peak_of(trainer, device, probes), lambda: _capacity(device), probes=probes,
                                   budget_s=budget_s)

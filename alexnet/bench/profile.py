@@ -16,7 +16,6 @@ host work exceeds its GPU time is bound by Python and kernel launches. On a CPU 
 time and the per-layer table is the same, timed with the host clock, without kernels.
 """
 
-import contextlib
 import re
 import statistics
 import tempfile
@@ -29,13 +28,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet.bench.throughput import BenchSpec, build_trainer, forever, write_synthetic_fashion_mnist
 from alexnet.bench.timing import time_steps
-from alexnet.kernels.conv1 import space_to_depth
+from alexnet.kernels.conv1 import folded
 from alexnet.runtime.device import device_name, pick_device, sync
 from alexnet.runtime.settings import torch_settings
 
 CUT = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
-TENSOR_CORE = re.compile(r"xmma|hmma|gmma|tensorop|cutlass(?!.*simt)|s(?:80|90)_.*(?:bf16|f16|tf32)", re.I)
-SYNCING = re.compile(r"Synchronize|cudaMemcpy(?!Async)|cudaStreamWaitEvent", re.I)
+# cuDNN's IEEE-fp32 kernels carry "xmma" in their names too ("..._f32f32_f32f32_..."): not tensor cores
+TENSOR_CORE = re.compile(r"(?!.*f32f32_f32f32)"
+                         r"(?:xmma|hmma|gmma|tensorop|cutlass(?!.*simt)|s(?:80|90)_.*(?:bf16|f16|tf32))", re.I)
+SYNCING = re.compile(r"Synchronize|cudaMemcpy(?!Async)", re.I)  # host calls that block until the device is done
 REPEATS = 10  # timed forward and backward passes per unit
 
 
@@ -51,9 +52,10 @@ def units(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     return groups
 
 
-def run_unit(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    for layer in layers:
-        x = layer(x)
+def run_unit(layers: list[nn.Module], x: torch.Tensor, fold_first: bool = False) -> torch.Tensor:
+    """The unit's layers in order; `fold_first`: its convolution in the trainer's folded form."""
+    for i, layer in enumerate(layers):
+        x = folded(layer, x) if fold_first and i == 0 and isinstance(layer, nn.Conv2d) else layer(x)
     return x
 
 
@@ -112,31 +114,29 @@ def _share(kernels: dict[str, float]) -> float | None:
 def _layer_rows(trainer, images: torch.Tensor, device: torch.device) -> list[dict]:
     """One row per unit: forward and backward ms, FLOPs, achieved TFLOP/s, tensor-core share (CUDA)."""
     model, precision = trainer.model, trainer.precision
-    folded = trainer.fast["space_to_depth"].on
+    fold_conv1 = trainer.fast["space_to_depth"].on
     with torch.no_grad():
         x = trainer.data.train_pipeline(images, trainer.aug_generator)
         x = x.contiguous(memory_format=precision.memory_format)
     rows = []
     for index, (name, layers) in enumerate(units(model)):
-        conv = layers[0]
-        form = space_to_depth(conv) if folded and index == 0 and isinstance(conv, nn.Conv2d) else \
-            contextlib.nullcontext()
-        with form, precision.autocast(device):
-            rows.append(_time_unit(name, layers, x, device, input_grad=index > 0))
+        fold = fold_conv1 and index == 0
+        with precision.autocast(device):
+            rows.append(_time_unit(name, layers, x, device, input_grad=index > 0, fold=fold))
             with torch.no_grad():
-                x = run_unit(layers, x)
+                x = run_unit(layers, x, fold)
         x = x.detach()
     return rows
 
 
 def _time_unit(name: str, layers: list[nn.Module], x: torch.Tensor, device: torch.device, *,
-               input_grad: bool) -> dict:
+               input_grad: bool, fold: bool) -> dict:
     """`input_grad`: whether training computes the gradient of this unit's input (not for the first unit: the
     images need none, and the strided conv1's input gradient alone is slower than the rest of its backward)."""
     x = x.detach().requires_grad_(input_grad and x.is_floating_point())
     params = [p for layer in layers for p in layer.parameters()]
     inputs = [x, *params] if x.requires_grad else params
-    forward = lambda: run_unit(layers, x)
+    forward = lambda: run_unit(layers, x, fold)
     y = forward()
     upstream = torch.randn_like(y)
     backward = lambda: torch.autograd.grad(y, inputs, upstream, retain_graph=True) if inputs else None

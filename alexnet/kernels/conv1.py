@@ -17,9 +17,8 @@ the plain weight flows back through `fold(pad(.))`: the module's parameter is st
 to the plain net, forward and backward).
 """
 
-import contextlib
-import functools
-from collections.abc import Iterator
+import itertools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,39 +56,41 @@ def conv2d_space_to_depth(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return F.conv2d(folded, kernel, bias)
 
 
-def _forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def folded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` in the folded form, from the module's own weight and bias."""
     return conv2d_space_to_depth(x, conv.weight, conv.bias, conv.stride[0], int(conv.padding[0]))
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d | None:
-    """The net's first convolution when the rewrite covers it, else None (e.g. `small`'s 3x3 stride-1 conv1)."""
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return conv if conv is not None and applies(conv) else None
-
-
-@contextlib.contextmanager
-def space_to_depth(conv: nn.Conv2d) -> Iterator[None]:
-    """Inside the block, `conv` computes its forward in the folded form (an instance attribute over the class's
-    forward, removed again after: nothing of the module changes outside the block)."""
-    conv.forward = functools.partial(_forward, conv)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del conv.forward
+    """The net's first layer, `model.features[0]`, when it is a convolution the rewrite covers and the net has the
+    layout of alexnet.models' nets (features -> avgpool -> flatten -> forward_head); else None (e.g. `small`'s
+    3x3 stride-1 conv1, or a module of the user's own)."""
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential) or not len(features):
+        return None
+    if not all(hasattr(model, name) for name in ("avgpool", "flatten", "forward_head")):
+        return None
+    conv = features[0]
+    return conv if isinstance(conv, nn.Conv2d) and applies(conv) else None
 
 
 class FastForward(nn.Module):
-    """`model` with its first convolution in the space-to-depth form. It holds `model` (and so its parameters,
-    for DDP and the optimizer) and adds nothing: save and load `model` itself."""
+    """`model` with its first convolution in the space-to-depth form: the same layers in the same order as
+    `ConvNet.forward`, conv1's output computed by `folded`. It holds `model` (and so its parameters, for DDP and
+    the optimizer), changes nothing of it (torch.compile traces it as it is) and adds nothing: save and load
+    `model` itself."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         conv = first_conv(model)
         if conv is None:
-            raise ValueError("the model's first convolution is not a strided square convolution")
+            raise ValueError("the model's first layer is not a strided square convolution (features[0])")
         self.model = model
         self.conv = [conv]  # a list: not registered a second time as a submodule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with space_to_depth(self.conv[0]):
-            return self.model(x)
+        m: Any = self.model  # a ConvNet (first_conv checked its layout); typed loosely: kernels import no models
+        x = folded(self.conv[0], x)
+        for layer in itertools.islice(m.features, 1, None):
+            x = layer(x)
+        return m.forward_head(m.flatten(m.avgpool(x)))

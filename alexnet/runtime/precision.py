@@ -19,6 +19,7 @@ channels_last (NHWC) goes with 16-bit autocast on a GPU (what tensor cores want)
 docs/performance.md); an fp32 GPU run stays contiguous.
 """
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -54,6 +55,11 @@ class Precision:
     @property
     def tf32(self) -> bool:
         return self.name == "tf32"
+
+    def math(self):
+        """The math mode of the products, for the backward pass too (fp32: TF32 off, tf32: on; 16-bit: their own
+        autocast decides, nothing to set)."""
+        return tf32_math(self.tf32) if self.name in FLOAT32 else contextlib.nullcontext()
 
     def autocast(self, device: torch.device):
         """The forward pass's context, one code path for every precision: autocast for bf16 / fp16; for fp32 and

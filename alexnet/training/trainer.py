@@ -274,8 +274,10 @@ class Trainer:
             logits = self.net(x)
         loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum",
                                    label_smoothing=self.cfg.optim.label_smoothing)
-        # DDP averages gradients over ranks: scale so that the average is d(global mean loss).
-        self.scaler.scale(loss_sum * (self.env.world_size / global_size)).backward()
+        # DDP averages gradients over ranks: scale so that the average is d(global mean loss). The backward's
+        # products in the precision's math too (fp32: TF32 off), whoever drives the Trainer.
+        with self.precision.math():
+            self.scaler.scale(loss_sum * (self.env.world_size / global_size)).backward()
         correct = (logits.detach().argmax(1) == labels).sum()
         return torch.stack([loss_sum.detach().double(), correct.double()])
 
@@ -307,7 +309,7 @@ class Trainer:
         if self.captured is None or not self.captured.matches(x, batch.labels):
             try:
                 self.captured = CapturedStep(functools.partial(self.compute_step, global_size=batch.global_size),
-                                             self.optimizer, x, batch.labels)
+                                             self.optimizer, x, batch.labels, buffers=list(self.model.buffers()))
             except RuntimeError as error:  # the step stays eager, and the banner's record says why
                 if self.cfg.train.cuda_graphs is True:
                     raise AlexNetError(f"train.cuda_graphs: capturing the step failed: {one_line(error)}") from None
