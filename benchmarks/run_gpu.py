@@ -21,6 +21,9 @@ below) and DIR/tables.md.
     book_code    benchmarks/d2l_book.py --device cuda: the book's own `train_ch6` beside our baseline and ours
                  (where the `d2l` package is importable; else skipped, and said)
     studies      every `alexnet experiment` at its full budget (not in the default list: minutes)
+    ddp          the d2l net's training under torchrun with NCCL on 1, 2, 4, ... and all N visible GPUs: img/s,
+                 img/s per GPU and scaling efficiency per k (benchmarks/run_gpu_ddp.py; not in the default list:
+                 a torchrun start per k; with one GPU, k = 1 only, and it says so)
 
 The script exits 1 when a stage errors or, on a GPU, when a GPU test fails or is skipped; tables.md marks each
 goal met or missed (a missed goal is a finding, not a failure of the script).
@@ -40,9 +43,12 @@ import xml.etree.ElementTree as ElementTree
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import run_gpu_ddp
+
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = 540  # ~9 minutes: a lent GPU machine runs one command for at most 10
 STAGES = ("tests", "profile", "bench", "d2l_book", "time_to_090", "d2l_fast", "folder", "max_batch", "book_code")
+ON_REQUEST = ("studies", "ddp")  # run only when --stages names them
 
 
 class Runner:
@@ -168,6 +174,7 @@ def bench_args(r: Runner) -> list[str]:
 
 
 BENCH_VARIANTS = {"no_cuda_graphs": ["--no-cuda-graphs"], "no_space_to_depth": ["--no-space-to-depth"],
+                  "no_pool_first": ["--no-pool-first"],
                   "fp32": ["--precision", "fp32"], "tf32": ["--precision", "tf32"]}
 
 
@@ -218,6 +225,11 @@ def stage_folder(r: Runner) -> dict:
                  *(["--input-size", "67", "--batch-size", "4", "--steps", "1", "--warmup", "1"] if r.smoke
                    else ["--batch-size", "256", "--steps", "20", "--warmup", "5"])]
     step = json.loads(r.alexnet("bench", *step_args))
+    try:  # the same step with the plain LRN module: what the fused Function gains
+        plain_lrn = None if r.smoke else \
+            json.loads(r.alexnet("bench", *step_args, "--no-fused-lrn"))["ours"]["train_images_per_sec"]
+    except Exception as e:
+        plain_lrn = one_line(e)
     toy = ["--set", "data.image_size=80", "--set", "data.input_size=67",
            "--set", "data.train_augment=[{op: random_crop, size: 67}, {op: hflip}]",
            "--set", "data.eval_augment=[{op: center_crop, size: 67}]", "--batch-size", "8"] if r.smoke else []
@@ -231,7 +243,8 @@ def stage_folder(r: Runner) -> dict:
             "input_wait_s": steady.get("input_wait_s"), "step_s": steady.get("step_s"),
             "decoded_on": steady.get("decoded_on"), "decoder": decode["decoder"],
             "backends": decode["backends"].get("rows"), "decode_images_per_sec": decode["images_per_sec"],
-            "step_images_per_sec": step_rate, "files": n, "classes": classes, "source_size": list(size),
+            "step_images_per_sec": step_rate, "step_plain_lrn_images_per_sec": plain_lrn,
+            "files": n, "classes": classes, "source_size": list(size),
             "goals": [goal("steady-state end to end, img/s (the second epoch)", steady["images_per_sec"], 20_000),
                       goal("the paper net's step alone, img/s", step_rate, 30_000)] if not r.smoke else []}
 
@@ -312,6 +325,11 @@ def stage_max_batch(r: Runner) -> dict:
         except Exception as e:
             out[model] = {"error": one_line(e)}
     return out
+
+
+def stage_ddp(r: Runner) -> dict:
+    """Scaling over the visible GPUs under torchrun: benchmarks/run_gpu_ddp.py."""
+    return run_gpu_ddp.stage_ddp(r)
 
 
 def stage_book_code(r: Runner) -> dict:
@@ -447,6 +465,8 @@ def _cells(name: str, r: dict) -> str:
                 f"{rvt.get('ratio_tanh_over_relu')}x") if rvt else "relu-vs-tanh: not run"
         errors = [k for k, v in r.items() if isinstance(v, dict) and "error" in v]
         return f"{head}; errors: {', '.join(errors) or 'none'} | the paper: 6x"
+    if name == "ddp":
+        return run_gpu_ddp.ddp_cells(r)
     if name == "max_batch":
         return ", ".join(f"{k} {v.get('max_batch', 'error')} ({v.get('seconds', '-')} s)" for k, v in r.items()
                          if k != "goals") + " | largest batch at 224, <= 30 s each"
@@ -463,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     unknown = [stage for stage in args.stages.split(",") if f"stage_{stage}" not in globals()]
     if unknown:
-        p.error(f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES)}, studies")
+        p.error(f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES + ON_REQUEST)}")
     import torch
 
     name = device_name().replace(" ", "-").replace("/", "-")

@@ -7,6 +7,8 @@
 # Fashion-MNIST carried as Debian's package file:
 #   apt-get download dataset-fashion-mnist && mv dataset-fashion-mnist_*.deb .debs/     # here, once
 #   benchmarks/run_gpu.sh --data-dir .debs/dataset-fashion-mnist_*.deb                   # there
+#   benchmarks/run_gpu.sh --stages ddp --data-dir .debs/dataset-fashion-mnist_*.deb      # scaling: torchrun + NCCL
+#                                                                     on 1, 2, 4, ... and all visible GPUs
 # --smoke runs every stage at toy size on the CPU in about a minute (the default test suite does).
 set -euo pipefail
 cd "$(dirname "$0")/.."

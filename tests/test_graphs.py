@@ -88,6 +88,26 @@ def test_the_fast_paths_are_chosen_and_named(tmp_path, data_dir):
     assert folded[0].item() == pytest.approx(unfolded[0].item(), rel=1e-5) and abs(folded[1] - unfolded[1]) <= 1
 
 
+def test_pool_first_is_chosen_where_the_net_has_relu_then_pool(tmp_path, data_dir):
+    t = trainer(data_dir, tmp_path)  # small: conv relu pool
+    assert t.fast["pool_first"].on and t.fast["pool_first"].reason.startswith("auto: max-pool before ReLU")
+    assert type(t.net).__name__ == "FastForward" and ("pool_relu", 1) in t.net.steps
+    off = trainer(data_dir, tmp_path, **{"train.pool_first": False})
+    assert off.net is off.model
+    assert off.run_info["fast_paths"]["pool_first"] == "pool_first off (train.pool_first: false)"
+    tanh = trainer(data_dir, tmp_path, **{"model.activation": "tanh"})
+    assert not tanh.fast["pool_first"].on and "no ReLU followed by a max-pool" in tanh.fast["pool_first"].reason
+    with pytest.raises(AlexNetError, match="train.pool_first: true does not apply: .*no ReLU followed by a max-pool"):
+        trainer(data_dir, tmp_path, **{"model.activation": "tanh", "train.pool_first": True})
+    # one training step each way, from the same weights and seeds: bit-identical (the ReLU only moved)
+    off.model.load_state_dict(t.model.state_dict())
+    batch = next(t.data.train.batches(0))
+    for fast_out, plain_out in zip(t.train_step(batch), off.train_step(batch), strict=True):
+        assert torch.equal(torch.as_tensor(fast_out), torch.as_tensor(plain_out))
+    for key, value in t.model.state_dict().items():
+        assert torch.equal(off.model.state_dict()[key], value), key
+
+
 def test_accumulation_needs_an_image_per_micro_batch(tmp_path, data_dir):
     with pytest.raises(AlexNetError, match="train.batch_size 2 is smaller than train.accum_steps 4"):
         check(apply_overrides(load_preset("quick"), {"train.batch_size": 2, "train.accum_steps": 4}))
@@ -131,3 +151,28 @@ def test_the_warm_up_undo_covers_the_models_buffers():
     CapturedStep(step, optimizer, x, y, buffers=list(net.buffers()), capture=False)
     for key, value in net.state_dict().items():  # running_mean, running_var, num_batches_tracked included
         assert torch.equal(value, before[key]), key
+
+
+def test_fused_lrn_is_chosen_where_the_net_has_lrn(tmp_path, data_dir):
+    lrn = {"model.lrn": True}
+    t = trainer(data_dir, tmp_path, **lrn)
+    assert t.fast["fused_lrn"].on and t.fast["fused_lrn"].reason.startswith("auto: one Function")
+    on = trainer(data_dir, tmp_path, **lrn, **{"train.fused_lrn": True})
+    assert on.fast["fused_lrn"].on and ("lrn", 2) in on.net.steps
+    assert list(on.state_dict()["model"]) == list(on.model.state_dict())  # saved as the plain net
+    plain = trainer(data_dir, tmp_path, **{**lrn, "train.fused_lrn": False, "train.pool_first": False})
+    assert plain.net is plain.model
+    assert plain.run_info["fast_paths"]["fused_lrn"] == "fused_lrn off (train.fused_lrn: false)"
+    none = trainer(data_dir, tmp_path)
+    assert not none.fast["fused_lrn"].on and "has no LRN" in none.fast["fused_lrn"].reason
+    with pytest.raises(AlexNetError, match="train.fused_lrn: true does not apply: .*has no LRN"):
+        trainer(data_dir, tmp_path, **{"train.fused_lrn": True})
+    compiled = trainer(data_dir, tmp_path, **lrn, **{"train.compile": True})
+    assert not compiled.fast["fused_lrn"].on and "torch.compile" in compiled.fast["fused_lrn"].reason
+    # one training step each way from the same weights and seeds: the same loss and weights to fp32 rounding
+    plain.model.load_state_dict(on.model.state_dict())
+    batch = next(on.data.train.batches(0))
+    fused_loss, plain_loss = on.train_step(batch)[0], plain.train_step(batch)[0]
+    assert float(fused_loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    for key, value in on.model.state_dict().items():
+        torch.testing.assert_close(value, plain.model.state_dict()[key], rtol=1e-5, atol=1e-7, msg=key)

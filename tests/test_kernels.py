@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.kernels.conv1 import FastForward, applies, conv2d_space_to_depth, first_conv, fold
+from alexnet.kernels.conv1 import applies, conv2d_space_to_depth, first_conv, fold
+from alexnet.kernels.forward import FastForward, plan, pool_follows_relu, run
 from alexnet.models import create_model
 
 # (in channels, input side, padding) of the first layers: d2l (1 x 224, p 1), the paper (3 x 227, p 0),
@@ -106,3 +107,94 @@ def test_fast_forward_compiles():
     x = torch.randn(2, 1, 67, 67, dtype=torch.float64)
     compiled = torch.compile(FastForward(model), backend="eager")
     torch.testing.assert_close(compiled(x), model(x), rtol=1e-10, atol=1e-12)
+
+
+# --- pool_first: max-pool, then ReLU ----------------------------------------------------------------------------
+def _ties_and_zeros(shape, seed=0) -> torch.Tensor:
+    """Values on a coarse grid (many exact ties, exact zeros, windows that are all <= 0), so that the arg-max
+    tie-break and the ReLU's zero-gradient region are both exercised."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(-6, 4, shape, generator=g) / 2).float()
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2), nn.MaxPool2d(2, 2), nn.MaxPool2d(3, 2, padding=1),
+                                  nn.MaxPool2d(3, 2, ceil_mode=True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pool_then_relu_is_bit_identical_forward_and_backward(pool, dtype):
+    x = _ties_and_zeros((4, 8, 13, 13)).to(dtype)
+    assert (x == 0).any() and (x < 0).all(dim=(-1)).any()
+    upstream = torch.randn(pool(x).shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    plain = pool(torch.relu(a))
+    fast = run([nn.ReLU(inplace=True), pool], plan([nn.ReLU(), pool], pool_first=True), b)
+    assert torch.equal(fast, plain)
+    plain.backward(upstream)
+    fast.backward(upstream)
+    assert torch.equal(b.grad, a.grad) and a.grad.count_nonzero() > 0
+
+
+@pytest.mark.parametrize("name", ["d2l", "torchvision", "paper"])
+def test_pool_first_leaves_the_net_bit_identical(name):
+    """Whole nets in fp32 on the CPU: the same outputs and parameter gradients to the last bit (only the ReLU's
+    place moves; the convolutions see the same numbers)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, dropout=0.0, input_size=99)
+    c = 1 if name == "d2l" else 3
+    x = torch.randn(2, c, 99, 99)
+    fast = FastForward(model, fold_conv1=False, pool_first=True)
+    outs, grads = [], []
+    for net in (model, fast):
+        out = net(x)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), list(model.parameters())))
+    assert torch.equal(outs[0], outs[1])
+    for (key, _), a, e in zip(model.named_parameters(), grads[1], grads[0], strict=True):
+        assert torch.equal(a, e), key
+
+
+def test_which_pools_move():
+    d2l, paper = create_model("d2l"), create_model("paper")
+    # d2l: conv relu pool | conv relu pool | conv relu conv relu conv relu pool
+    assert [s for s in plan(d2l.features, pool_first=True) if s[0] != "layer"] == [
+        ("pool_relu", 1), ("pool_relu", 4), ("pool_relu", 11)]
+    # the paper: conv relu LRN pool twice (the LRN sits between them: not moved), then conv5 relu pool
+    assert [s for s in plan(paper.features, pool_first=True, fold_first=True) if s[0] != "layer"] == [
+        ("fold", 0), ("pool_relu", 13)]
+    tanh = create_model("d2l", activation="tanh")
+    assert not any(pool_follows_relu(tanh.features, i) for i in range(len(tanh.features)))
+    with pytest.raises(ValueError, match="no ReLU followed by a max-pool"):
+        FastForward(tanh, fold_conv1=False, pool_first=True)
+    assert "pool_relu@1" in repr(FastForward(d2l, fold_conv1=False, pool_first=True))
+
+
+def test_fused_lrn_steps_stand_for_the_paper_lrn_layers():
+    paper, d2l = create_model("paper"), create_model("d2l")
+    # the paper: conv relu LRN pool twice: the LRNs at 2 and 6 (the pools behind them stay plain)
+    assert [s for s in plan(paper.features, pool_first=True, fused_lrn=True) if s[0] != "layer"] == [
+        ("lrn", 2), ("lrn", 6), ("pool_relu", 13)]
+    assert "lrn@2, lrn@6" in repr(FastForward(paper, fold_conv1=False, fused_lrn=True))
+    with pytest.raises(ValueError, match="no local response normalisation"):
+        FastForward(d2l, fold_conv1=False, fused_lrn=True)
+    tv = create_model("torchvision")
+    assert not any(what == "lrn" for what, _ in plan(tv.features, fused_lrn=True))
+
+
+def test_the_paper_net_with_fused_lrn_equals_the_plain_net():
+    """The whole paper net in fp32 (its weights scaled up so that the LRN's second term matters): outputs and
+    every parameter's gradient equal the plain net's to fp32 rounding."""
+    torch.manual_seed(0)
+    model = create_model("paper", num_classes=10, dropout=0.0, input_size=99)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(8)
+    x = torch.randn(2, 3, 99, 99)
+    fast = FastForward(model, fold_conv1=False, pool_first=True, fused_lrn=True)
+    outs, grads = [], []
+    for net in (model, fast):
+        out = net(x)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), list(model.parameters())))
+    assert outs[0].abs().max() > 1
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    for (key, _), a, e in zip(model.named_parameters(), grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5 * e.abs().max().item(), msg=key)

@@ -70,6 +70,34 @@ def test_overlapped_batches_are_the_sequential_decode_whatever_the_timing(prepar
         monkeypatch.undo()
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+def test_every_prepared_file_goes_to_exactly_one_rank(prepared, monkeypatch, overlap):
+    """Issue #22 item 6, on the loader itself (tests/test_loader.py checks `Order` alone): for 1 to 4 ranks, in
+    each epoch the shard records the ranks read (every `PreparedDataset.read`, in whatever thread) name every
+    source file once across the ranks, none twice (with drop_last: all but the dropped tail), every rank takes the
+    same number of steps, and its batches carry the labels of the records it read."""
+    read, log = prepared.read, []
+    monkeypatch.setattr(prepared, "read", lambda indices: (log.extend(indices), read(indices))[1])
+    files = [path for path, _ in prepared.samples]
+    for world in (1, 2, 3, 4):
+        for drop_last in (False, True):
+            for epoch in (0, 1):
+                steps, seen = set(), []
+                for rank in range(world):
+                    log.clear()
+                    loader = PreparedLoader(prepared, batch_size=4, device="cpu", shuffle=True, seed=5,
+                                            drop_last=drop_last, rank=rank, world_size=world, overlap=overlap)
+                    batches = list(loader.batches(epoch))
+                    steps.add(len(batches))
+                    labels = sorted(label for b in batches for label in b.labels.tolist())
+                    assert labels == sorted(prepared.labels[log].tolist())
+                    seen += [files[i] for i in log]
+                assert len(steps) == 1
+                assert len(seen) == len(set(seen)) == (len(files) // 4 * 4 if drop_last else len(files))
+                if not drop_last:
+                    assert sorted(seen) == sorted(files)
+
+
 def test_stopping_early_leaves_no_thread_behind(prepared):
     loader = PreparedLoader(prepared, batch_size=2, device="cpu", shuffle=True, seed=1, overlap=True)
     batches = loader.batches(0)

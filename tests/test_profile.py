@@ -20,6 +20,8 @@ def test_units_cut_at_each_weighted_or_pooling_layer():
                    ("features.10", ["Conv2d", "ReLU"]), ("features.12", ["MaxPool2d"]), ("flatten", ["Flatten"]),
                    ("classifier.0", ["Linear", "ReLU", "Dropout"]), ("classifier.3", ["Linear", "ReLU", "Dropout"]),
                    ("classifier.6", ["Linear"])]
+    fast = [(name, len(layers)) for name, layers in units(create_model("d2l"), pool_first=True)][:5]
+    assert fast == [("features.0", 3), ("features.3", 3), ("features.6", 2), ("features.8", 2), ("features.10", 3)]
     paper = [layers for _, layers in units(create_model("paper"))]
     assert [type(m).__name__ for m in paper[0]] == ["Conv2d", "ReLU", "LocalResponseNorm"]
 
@@ -29,13 +31,16 @@ def test_profile_of_the_small_net_on_a_cpu():
                      synthetic=True, synthetic_images=1000)
     result = profile_step(spec)
     rows = result["layers"]
-    assert [r["layer"] for r in rows][:2] == ["features.0", "features.2"] and len(rows) == 12
+    # pool_first (on by default): each max-pool runs in its ReLU's unit
+    assert [r["layer"] for r in rows][:2] == ["features.0", "features.3"] and len(rows) == 9
+    assert rows[0]["types"] == "Conv2d+ReLU+MaxPool2d"
+    assert result["fast_paths"]["pool_first"].startswith("pool_first on")
     # small, width 32 at 28x28: convs 1->32 @28, 32->64 @14, 64->128 @7, 128->128 @7, 128->64 @7 (3x3);
     # FC 1024->256->256->10
     forward = (conv_flops(1, 32, 3, 28) + conv_flops(32, 64, 3, 14) + conv_flops(64, 128, 3, 7)
                + conv_flops(128, 128, 3, 7) + conv_flops(128, 64, 3, 7) + 2 * (1024 * 256 + 256 * 256 + 256 * 10))
     assert sum(r["forward_flops"] for r in rows) == 8 * forward
-    assert rows[0]["output"] == [32, 28, 28] and all(r["forward_ms"] > 0 for r in rows)
+    assert rows[0]["output"] == [32, 14, 14] and all(r["forward_ms"] > 0 for r in rows)
     assert result["step"]["wall_ms"] > 0 and "gpu_ms" not in result["step"]  # no CUDA: no kernels to count
     json.dumps(result)
 

@@ -1,7 +1,9 @@
 """benchmarks/run_gpu.sh --smoke: every stage of the GPU proof at toy size on the CPU, so the script cannot rot
 before the next GPU is lent. The numbers mean nothing; the files and their keys are what the real run writes."""
 
+import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +82,87 @@ def test_an_error_anywhere_in_a_stage_fails_the_run():
               "tests": {"passed": 3, "failed": 0}}
     assert run_gpu.failed({"smoke": False, "stages": stages}) == ["bench", "studies", "max_batch"]
     assert run_gpu.failed({"smoke": True, "stages": stages}) == ["bench", "studies"]
+
+
+def benchmark_module(name: str):
+    """A module of benchmarks/ (not a package: run_gpu.py runs as a script, its stage modules beside it)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(sys.platform != "linux", reason="a bash script for the Linux GPU machines")
+def test_the_ddp_stage_records_scaling_under_torchrun(tmp_path):
+    """Stage ddp at toy size: torchrun with gloo, 1 and 2 processes on the CPU. What it records is read back from
+    each run's own files: the ranks, the steady-state rate (epochs after the first) and the efficiency from the
+    rates as written."""
+    from synthetic import write_fashion_mnist
+
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=64, n_test=32)
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "run_gpu.sh"), "--smoke", "--out", str(tmp_path / "gpu"),
+                           "--data-dir", str(data), "--stages", "ddp"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
+    assert list(summary["stages"]) == ["ddp"] and summary["failed_stages"] == []
+    ddp = summary["stages"]["ddp"]
+    assert (ddp["backend"], ddp["device"], ddp["counts"]) == ("gloo", "cpu", [1, 2]) and "smoke" in ddp["note"]
+    runs = {run["k"]: run for run in ddp["runs"]}
+    assert sorted(runs) == [1, 2]
+    for k, run in runs.items():
+        folder = Path(run["run"])
+        assert run["world_size"] == k == json.loads((folder / "ranks.json").read_text())["world_size"]
+        assert run["global_batch"] == 8 * k and f"--nproc-per-node {k} " in run["command"]
+        records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert [r["images_per_sec"] for r in records] == run["epoch_images_per_sec"] and len(records) == 2
+        assert run["steady_epochs"] == 1 and run["images_per_sec"] == pytest.approx(records[1]["images_per_sec"])
+        assert run["images_per_sec"] > 0 and run["images_per_sec_per_gpu"] == pytest.approx(run["images_per_sec"] / k)
+        assert run["efficiency"] == pytest.approx(run["images_per_sec"] / (k * runs[1]["images_per_sec"]))
+    assert runs[1]["efficiency"] == 1.0
+    table = next(line for line in (tmp_path / "gpu" / "tables.md").read_text().splitlines()
+                 if line.startswith("| ddp |"))
+    assert "k = 1: " in table and "k = 2: " in table and "efficiency" in table
+
+
+def test_the_ddp_stage_uses_every_visible_gpu_and_says_when_there_is_one(monkeypatch):
+    """Without a GPU: N GPUs give k = 1, 2, 4, ... and N; one GPU gives k = 1 only, said in the result and the
+    table; an error in any k fails the stage; the efficiency is rate_k / (k x rate_1)."""
+    import torch
+
+    ddp, run_gpu = benchmark_module("run_gpu_ddp"), benchmark_module("run_gpu")
+    assert [ddp.gpu_counts(n) for n in (1, 2, 3, 6, 8, 12)] == [[1], [1, 2], [1, 2, 3], [1, 2, 4, 6], [1, 2, 4, 8],
+                                                                [1, 2, 4, 8, 12]]
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        ddp.plan(False, 0)
+    runner = type("Runner", (), {"smoke": False, "left": lambda self: 500.0})()
+    rates = {1: 30_000.0, 2: 57_000.0, 4: 108_000.0, 6: 150_000.0}
+    monkeypatch.setattr(ddp, "run_k", lambda r, k, p, timeout: {"k": k, "images_per_sec": rates[k]})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 6)
+    result = ddp.stage_ddp(runner)
+    assert (result["visible_gpus"], result["counts"], result["backend"], result["note"]) == (6, [1, 2, 4, 6], "nccl",
+                                                                                           None)
+    assert [run["efficiency"] for run in result["runs"]] == pytest.approx([1.0, 0.95, 0.9, 150 / 180])
+    assert [run["images_per_sec_per_gpu"] for run in result["runs"]] == [30_000, 28_500, 27_000, 25_000]
+    assert "k = 6: 150,000 img/s (25,000 per GPU, efficiency 83%)" in ddp.ddp_cells(result)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    one = ddp.stage_ddp(runner)
+    assert one["counts"] == [1] and [run["k"] for run in one["runs"]] == [1]
+    assert "only one GPU was visible" in one["note"] and "no scaling measured" in one["note"]
+    assert "only one GPU was visible" in ddp.ddp_cells(one) and run_gpu.failed({"smoke": False,
+                                                                                "stages": {"ddp": one}}) == []
+    broken = {**result, "runs": [*result["runs"][:1], {"k": 2, "error": "k = 2: torchrun exited 1"}]}
+    assert run_gpu.failed({"smoke": False, "stages": {"ddp": broken}}) == ["ddp"]
+    assert "k = 2: error" in ddp.ddp_cells(broken)
+
+
+def test_the_steady_rate_leaves_the_first_epoch_out():
+    ddp = benchmark_module("run_gpu_ddp")
+    records = [{"step": 10, "images_per_sec": 100.0}, {"step": 20, "images_per_sec": 400.0},
+               {"step": 30, "images_per_sec": 200.0}]
+    rate, epochs = ddp.steady_rate(records, batch=8)  # 80 images in 0.2 s, then 80 in 0.4 s
+    assert epochs == 2 and rate == pytest.approx(160 / 0.6)
+    with pytest.raises(RuntimeError, match="no steady state"):
+        ddp.steady_rate(records[:1], batch=8)

@@ -1,13 +1,13 @@
 """`alexnet bench --profile`: where a training step's time goes (issue #21), as a table per layer and per step.
 
-Per layer: the net is cut into units at each convolution, pooling, flatten and linear layer (a convolution with
-the activation and LRN after it is one unit, so an in-place ReLU never writes into a timed input). Each unit is
-timed on its own, on the input the whole net gives it, in the trainer's precision, memory format and execution
-forms (conv1 folded where the trainer folds it): forward, then backward (the gradients of its parameters and, but
-for the first unit, of its input, as in training). FLOPs are counted for each by torch's flop counter, so the
-achieved rate is theirs. On CUDA, torch.profiler records the kernels of each: the share of the unit's GPU time in
-kernels whose names say tensor core (xmma, hmma, gmma, wgmma, tensorop, or CUTLASS but not its SIMT kernels: a
-heuristic on names).
+Per layer: the net is cut into units at each convolution, pooling, flatten and linear layer (a convolution with the
+activation and LRN after it is one unit, so an in-place ReLU never writes into a timed input). Each unit is timed
+on its own, on the input the whole net gives it, in the trainer's precision, memory format and execution forms
+(conv1 folded, a max-pool before its ReLU, where the trainer does so): forward, then backward (the gradients of its
+parameters and, but for the first unit, of its input, as in training). FLOPs are counted for each by torch's flop
+counter, so the achieved rate is theirs. On CUDA, torch.profiler records the kernels of each: the share of the
+unit's GPU time in kernels whose names say tensor core (xmma, hmma, gmma, wgmma, tensorop, or CUTLASS but not its
+SIMT kernels: a heuristic on names).
 
 Per step: the trainer's own `train_step` over a few steps (after warm-up) under torch.profiler: the GPU's busy
 time per step (sum of the kernels' times), the host's time per step, the host time spent waiting for the device
@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet.bench.throughput import BenchSpec, build_trainer, forever, write_synthetic_fashion_mnist
 from alexnet.bench.timing import time_steps
-from alexnet.kernels.conv1 import folded
+from alexnet.kernels.forward import plan, pool_follows_relu, run
 from alexnet.runtime.device import device_name, pick_device, sync
 from alexnet.runtime.settings import torch_settings
 
@@ -40,23 +40,24 @@ SYNCING = re.compile(r"Synchronize|cudaMemcpy(?!Async)", re.I)  # host calls tha
 REPEATS = 10  # timed forward and backward passes per unit
 
 
-def units(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
-    """The net's layers in order (iterating the model, as the book's shape loop), grouped into timed units."""
+def units(model: nn.Module, pool_first: bool = False) -> list[tuple[str, list[nn.Module]]]:
+    """The net's layers in order (iterating the model, as the book's shape loop), grouped into timed units;
+    `pool_first`: a max-pool after a ReLU stays in the ReLU's unit, where the trainer runs it before the ReLU."""
     names = {id(m): n for n, m in model.named_modules()}
     groups: list[tuple[str, list[nn.Module]]] = []
     for layer in model:  # type: ignore[attr-defined]
-        if isinstance(layer, CUT) or not groups:
+        joins = pool_first and groups and pool_follows_relu([groups[-1][1][-1], layer], 0)
+        if (isinstance(layer, CUT) and not joins) or not groups:
             groups.append((names.get(id(layer), type(layer).__name__), [layer]))
         else:
             groups[-1][1].append(layer)
     return groups
 
 
-def run_unit(layers: list[nn.Module], x: torch.Tensor, fold_first: bool = False) -> torch.Tensor:
-    """The unit's layers in order; `fold_first`: its convolution in the trainer's folded form."""
-    for i, layer in enumerate(layers):
-        x = folded(layer, x) if fold_first and i == 0 and isinstance(layer, nn.Conv2d) else layer(x)
-    return x
+def run_unit(layers: list[nn.Module], x: torch.Tensor, fold_first: bool = False, pool_first: bool = False,
+             fused_lrn: bool = False) -> torch.Tensor:
+    """The unit's layers in the trainer's execution forms (alexnet.kernels.forward)."""
+    return run(layers, plan(layers, fold_first=fold_first, pool_first=pool_first, fused_lrn=fused_lrn), x)
 
 
 def profile_step(spec: BenchSpec) -> dict:
@@ -114,29 +115,31 @@ def _share(kernels: dict[str, float]) -> float | None:
 def _layer_rows(trainer, images: torch.Tensor, device: torch.device) -> list[dict]:
     """One row per unit: forward and backward ms, FLOPs, achieved TFLOP/s, tensor-core share (CUDA)."""
     model, precision = trainer.model, trainer.precision
-    fold_conv1 = trainer.fast["space_to_depth"].on
+    fold_conv1, pool_first = trainer.fast["space_to_depth"].on, trainer.fast["pool_first"].on
+    fused_lrn = trainer.fast["fused_lrn"].on
     with torch.no_grad():
         x = trainer.data.train_pipeline(images, trainer.aug_generator)
         x = x.contiguous(memory_format=precision.memory_format)
     rows = []
-    for index, (name, layers) in enumerate(units(model)):
+    for index, (name, layers) in enumerate(units(model, pool_first)):
         fold = fold_conv1 and index == 0
         with precision.autocast(device):
-            rows.append(_time_unit(name, layers, x, device, input_grad=index > 0, fold=fold))
+            rows.append(_time_unit(name, layers, x, device, input_grad=index > 0, fold=fold,
+                                   pool_first=pool_first, fused_lrn=fused_lrn))
             with torch.no_grad():
-                x = run_unit(layers, x, fold)
+                x = run_unit(layers, x, fold, pool_first, fused_lrn)
         x = x.detach()
     return rows
 
 
 def _time_unit(name: str, layers: list[nn.Module], x: torch.Tensor, device: torch.device, *,
-               input_grad: bool, fold: bool) -> dict:
+               input_grad: bool, fold: bool, pool_first: bool, fused_lrn: bool) -> dict:
     """`input_grad`: whether training computes the gradient of this unit's input (not for the first unit: the
     images need none, and the strided conv1's input gradient alone is slower than the rest of its backward)."""
     x = x.detach().requires_grad_(input_grad and x.is_floating_point())
     params = [p for layer in layers for p in layer.parameters()]
     inputs = [x, *params] if x.requires_grad else params
-    forward = lambda: run_unit(layers, x, fold)
+    forward = lambda: run_unit(layers, x, fold, pool_first, fused_lrn)
     y = forward()
     upstream = torch.randn_like(y)
     backward = lambda: torch.autograd.grad(y, inputs, upstream, retain_graph=True) if inputs else None

@@ -55,6 +55,8 @@ class BenchSpec:
     compile: bool = False
     cuda_graphs: bool | str = "auto"     # the step as one CUDA graph, as the trainer (alexnet.training.fast)
     space_to_depth: bool | str = "auto"  # conv1 folded, as the trainer
+    pool_first: bool | str = "auto"      # max-pool before ReLU, as the trainer
+    fused_lrn: bool | str = "auto"       # the paper's LRN as one Function, as the trainer
     steps: int = 10                 # timed steps
     warmup: int = 3                 # untimed steps before them
     synthetic: bool = False         # random uint8 images of Fashion-MNIST's shape instead of the real files
@@ -93,6 +95,7 @@ class BenchSpec:
                                        device=self.device, precision=self.precision,
                                        channels_last=self.channels_last, compile=self.compile,
                                        cuda_graphs=self.cuda_graphs, space_to_depth=self.space_to_depth,
+                                       pool_first=self.pool_first, fused_lrn=self.fused_lrn,
                                        threads=self.threads, drop_last=True))
         return validate(cfg)
 

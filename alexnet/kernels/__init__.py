@@ -5,6 +5,9 @@ so the modules, their `state_dict` and `alexnet summary` stay what the book and 
 
 * `conv1`: the first convolution (11x11, stride 4) as a 3x3 stride-1 convolution over a space-to-depth folded
   input (MLPerf's ResNet trick), so that it runs on tensor cores instead of a generic strided kernel.
+* `forward`: the net's forward in the chosen forms (`FastForward`), and `pool_first`: a ReLU followed by a
+  max-pool run as the max-pool, then the ReLU on the 4x smaller tensor (exact: ReLU is monotone).
+* `lrn`: the paper's local response normalisation as one autograd Function with its analytic backward.
 
 Imports only torch.
 """

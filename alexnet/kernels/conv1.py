@@ -13,12 +13,9 @@ as an implicit GEMM on tensor cores (reduction 144 deep), where the plain form (
 channel, stride 4) takes a generic kernel and an NCHW -> NHWC conversion (issue #21's profile). The gradient of
 the plain weight flows back through `fold(pad(.))`: the module's parameter is still the 96 x 1 x 11 x 11 one.
 
-`FastForward(model)` runs a net with its first such convolution in this form (tests/test_kernels.py holds it equal
-to the plain net, forward and backward).
+`alexnet.kernels.forward.FastForward(model)` runs a net with its first such convolution in this form
+(tests/test_kernels.py holds it equal to the plain net, forward and backward).
 """
-
-import itertools
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -72,25 +69,3 @@ def first_conv(model: nn.Module) -> nn.Conv2d | None:
         return None
     conv = features[0]
     return conv if isinstance(conv, nn.Conv2d) and applies(conv) else None
-
-
-class FastForward(nn.Module):
-    """`model` with its first convolution in the space-to-depth form: the same layers in the same order as
-    `ConvNet.forward`, conv1's output computed by `folded`. It holds `model` (and so its parameters, for DDP and
-    the optimizer), changes nothing of it (torch.compile traces it as it is) and adds nothing: save and load
-    `model` itself."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        conv = first_conv(model)
-        if conv is None:
-            raise ValueError("the model's first layer is not a strided square convolution (features[0])")
-        self.model = model
-        self.conv = [conv]  # a list: not registered a second time as a submodule
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m: Any = self.model  # a ConvNet (first_conv checked its layout); typed loosely: kernels import no models
-        x = folded(self.conv[0], x)
-        for layer in itertools.islice(m.features, 1, None):
-            x = layer(x)
-        return m.forward_head(m.flatten(m.avgpool(x)))

@@ -1,7 +1,11 @@
 """Figures: training curves drawn as d2l's `train_ch6` draws them (train loss, train and test accuracy against
 epochs on one axis), and a confusion matrix. Saved atomically (temp file, then rename). The backend is left to
-matplotlib (Agg where there is no display; a notebook's own inline backend stays in place)."""
+matplotlib (Agg where there is no display; a notebook's own inline backend stays in place).
 
+matplotlib is not thread-safe and the trainer writes its report in a background thread (alexnet.run.writer) while
+a notebook may draw the live curves in the main one: both draw under `DRAWING`."""
+
+import threading
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -9,10 +13,12 @@ from matplotlib.figure import Figure
 
 from alexnet.base.files import atomic_path
 
+DRAWING = threading.RLock()
+
 
 def save_figure(fig, path: Path) -> Path:
     try:
-        with atomic_path(path) as tmp:
+        with DRAWING, atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)  # a pyplot figure; a plain Figure is simply dropped
@@ -42,12 +48,14 @@ def curves_figure(history: list[dict], title: str = "") -> Figure:
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
-    return save_figure(curves_figure(history, title), path)
+    with DRAWING:
+        return save_figure(curves_figure(history, title), path)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> Path:
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1 + 0.55 * n, 1 + 0.5 * n))
+    fig = Figure(figsize=(1 + 0.55 * n, 1 + 0.5 * n))  # no pyplot state: safe beside the writer's thread
+    ax = fig.subplots()
     ax.imshow(confusion, cmap="Blues")
     ax.set_xticks(range(n), classes, rotation=60, ha="right")
     ax.set_yticks(range(n), classes)

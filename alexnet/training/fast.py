@@ -7,6 +7,13 @@ the device and the config, named with its reason in the banner and `config.yaml`
 * `train.space_to_depth` (auto | true | false): conv1 in its space-to-depth form (`alexnet.kernels.conv1`),
   exact; auto takes it on CUDA, where it moves conv1 onto tensor cores (in bf16, fp16, tf32; measured on an H200:
   1.39x the d2l step in bf16, docs/performance.md). It composes with torch.compile and DDP.
+* `train.pool_first` (auto | true | false): each ReLU followed by a max-pool runs as the max-pool, then the ReLU
+  (`alexnet.kernels.forward`), exact in values and gradients; auto takes it wherever the net has the pair: the
+  ReLU's forward and backward then touch ~4x fewer elements, on every device.
+* `train.fused_lrn` (auto | true | false): the paper's LRN as one autograd Function with its analytic backward
+  (`alexnet.kernels.lrn`), equal to the plain module within a few ulp; auto takes it when the step is not compiled
+  (torch.compile fuses the plain module's ops itself): 11 kernels for ~33, 2.8-3.9x the plain module's forward +
+  backward on a 2-core AVX512 CPU (benchmarks/lrn.py, docs/performance.md).
 """
 
 from dataclasses import dataclass
@@ -16,6 +23,7 @@ import torch
 from alexnet.base.errors import AlexNetError
 from alexnet.config import Config
 from alexnet.kernels.conv1 import first_conv
+from alexnet.kernels.forward import has_lrn, has_pool_after_relu
 from alexnet.runtime.distributed import DistEnv
 from alexnet.runtime.precision import Precision
 
@@ -59,3 +67,18 @@ def space_to_depth(cfg: Config, device: torch.device, model: torch.nn.Module) ->
               if on_cuda else
               "auto: off on a CPU (oneDNN runs the strided conv1 directly)")
     return decide(cfg.train.space_to_depth, "space_to_depth", blocker, reason, on_cuda)
+
+
+def pool_first(cfg: Config, model: torch.nn.Module) -> Choice:
+    blocker = None if has_pool_after_relu(model) else \
+        f"{cfg.model.name} as configured has no ReLU followed by a max-pool"
+    return decide(cfg.train.pool_first, "pool_first", blocker,
+                  "auto: max-pool before ReLU, exact; the ReLU touches ~4x fewer elements", True)
+
+
+def fused_lrn(cfg: Config, device: torch.device, model: torch.nn.Module) -> Choice:
+    blocker = None if has_lrn(model) else f"{cfg.model.name} as configured has no LRN"
+    compiled = bool(cfg.train.compile)
+    reason = ("auto: off under torch.compile (inductor fuses the plain LRN)" if compiled else
+              "auto: one Function, analytic backward (11 kernels for ~33)")
+    return decide(cfg.train.fused_lrn, "fused_lrn", blocker, reason, not compiled)

@@ -1,14 +1,18 @@
-"""What keeps a run alive or stops it cleanly: SIGINT / SIGTERM handling, the NaN / inf guard, and a
-fault-injection hook that the crash tests use to kill a run at an exact step."""
+"""What keeps a run alive or stops it cleanly: SIGINT / SIGTERM handling, the NaN / inf guard, the check that
+torchrun's ranks ended equal, and a fault-injection hook that the crash tests use to kill a run at an exact step."""
 
 import contextlib
+import json
 import os
 import signal
+from pathlib import Path
 
 import torch
 
 from alexnet.base.errors import AlexNetError
+from alexnet.base.files import atomic_write
 from alexnet.runtime import distributed
+from alexnet.runtime.distributed import DistEnv
 
 
 class Diverged(AlexNetError):
@@ -103,3 +107,15 @@ def fault_injection(rank: int, restart_count: int):
         else:
             os.kill(os.getpid(), getattr(signal, "SIG" + kind))
     return maybe_fire
+
+
+def check_ranks_agree(model: torch.nn.Module, env: DistEnv, path: Path) -> None:
+    """DDP keeps replicas equal by construction; check it (per-tensor sums, float64) and record it in `path`."""
+    if not env.distributed:
+        return
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()])
+    gathered = [g.tolist() for g in distributed.all_gather(sums)]
+    if env.is_main:
+        atomic_write(path, json.dumps({"world_size": env.world_size, "parameter_sums": gathered}))
+    if any(g != gathered[0] for g in gathered):
+        raise AlexNetError("the ranks ended with different weights; this is a bug, please report it")

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from alexnet.base.errors import AlexNetError
 from alexnet.base.files import append_line, atomic_write
 from alexnet.config import Config
-from alexnet.report.plots import curves_figure
+from alexnet.report.plots import DRAWING, curves_figure
 from alexnet.run.layout import STEPS
 
 
@@ -91,7 +91,8 @@ class Monitor:
                     self.tensorboard.add_scalar(f"epoch/{key}", record[key], record["epoch"])
             self.tensorboard.flush()
         if self.display is not None and not self.quiet:
-            self.display(curves_figure(history, title=self.title))
+            with DRAWING:  # the report's curves may be drawing in the writer's thread
+                self.display(curves_figure(history, title=self.title))
         self.say(format_record(record, self.epochs))
 
     def close(self) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import copy
 import functools
 import itertools
-import json
 import socket
 import statistics
 import time
@@ -27,17 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.base.errors import AlexNetError, one_line
-from alexnet.base.files import atomic_write
 from alexnet.config import Config, build_model
 from alexnet.data.loader import Timed
 from alexnet.data.pipeline import Stats
 from alexnet.data.run import RunData, prepare_data
 from alexnet.eval.evaluate import evaluate
 from alexnet.eval.metrics import EvalResult
-from alexnet.kernels.conv1 import FastForward
+from alexnet.kernels.forward import FastForward
 from alexnet.report.run_report import write_run_report
 from alexnet.run.checkpoint import atomic_save, best_state, rng_state, set_rng_state, write_metrics
 from alexnet.run.layout import BEST, CHECKPOINT, METRICS, RANKS
+from alexnet.run.writer import Writer, snapshot
 from alexnet.runtime import distributed
 from alexnet.runtime.device import device_name, sync
 from alexnet.runtime.distributed import DistEnv
@@ -45,7 +44,7 @@ from alexnet.runtime.precision import resolve_precision
 from alexnet.runtime.seeding import derived_seed
 from alexnet.training import fast
 from alexnet.training.graphs import CapturedStep
-from alexnet.training.guards import DivergenceGuard, Interrupted, SignalFlag, fault_injection
+from alexnet.training.guards import DivergenceGuard, Interrupted, SignalFlag, check_ranks_agree, fault_injection
 from alexnet.training.monitor import Monitor
 from alexnet.training.optim import LRSchedule, build_optimizer
 
@@ -84,9 +83,13 @@ class Trainer:
                                f"{t.accum_steps} micro-batches of at least one image")
         self.model = model.to(device).to(memory_format=self.precision.memory_format)
         self.fast = {"space_to_depth": fast.space_to_depth(cfg, device, self.model),
+                     "pool_first": fast.pool_first(cfg, self.model),
+                     "fused_lrn": fast.fused_lrn(cfg, device, self.model),
                      "cuda_graphs": fast.cuda_graphs(cfg, device, env, self.precision)}
-        # what runs: the plain model, or the same parameters with conv1 folded (alexnet.kernels.conv1)
-        runs = FastForward(self.model) if self.fast["space_to_depth"].on else self.model
+        # what runs: the plain model, or the same parameters in exact faster forms (alexnet.kernels)
+        forms = {"fold_conv1": self.fast["space_to_depth"].on, "pool_first": self.fast["pool_first"].on,
+                 "fused_lrn": self.fast["fused_lrn"].on}
+        runs = FastForward(self.model, **forms) if any(forms.values()) else self.model
         net = runs
         self.ddp = None
         if env.distributed:
@@ -104,6 +107,7 @@ class Trainer:
         self.guard = DivergenceGuard(self.schedule.lr)
         self.fire_fault = fault_injection(env.rank, env.restart_count)
         self.monitor = Monitor(out, cfg, enabled=env.is_main, quiet=quiet, display=display)
+        self.writer = Writer()  # checkpoints and reports, written in order in a background thread
         self.record_base = {"device": device_name(device), "torch": str(torch.__version__),
                             "host": socket.gethostname()}
         self.run_info = {**self.record_base, **self.precision.to_dict(), "world_size": env.world_size,
@@ -145,10 +149,14 @@ class Trainer:
         self.check_weights()
         self._write_checkpoint()
 
-    def _write_checkpoint(self) -> None:
+    def _write_checkpoint(self, state: dict | None = None) -> None:
+        """checkpoint.pt of `state` (a snapshot) or of now, written in the background (alexnet.run.writer)."""
         self.progress.partial = self._epoch_totals()
         if self.env.is_main:
-            atomic_save(self.state_dict(), self.out / CHECKPOINT)
+            if state is None:
+                self.writer.wait()  # the snapshot before this one is on disk: one at a time in memory
+                state = snapshot(self.state_dict())
+            self.writer.submit(functools.partial(atomic_save, state, self.out / CHECKPOINT))
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self) -> list[dict]:
@@ -159,9 +167,12 @@ class Trainer:
                 for epoch in range(self.progress.epoch, self.cfg.train.epochs):
                     self.train_epoch(epoch)
                     self.end_epoch(epoch)
+            self.writer.wait()  # a write that failed is this run's error
         finally:
+            if (lost := self.writer.close()) is not None:  # already unwinding (Ctrl-C, a failure): say it too
+                warnings.warn(f"a run-folder write failed as the run stopped: {one_line(lost)}", stacklevel=1)
             self.monitor.close()
-        self.check_ranks_agree()
+        check_ranks_agree(self.model, self.env, self.out / RANKS)
         return self.progress.history
 
     def seconds_per_step(self, steps: int) -> float | None:
@@ -182,25 +193,12 @@ class Trainer:
             times.append(time.perf_counter() - t0)
         self.guard.flush()  # a warm-up step that diverged stops the run here, before anything is written
         self.guard = DivergenceGuard(self.schedule.lr)
-        self.model.load_state_dict(saved[0])
-        self.optimizer.load_state_dict(saved[1])
-        self.scaler.load_state_dict(saved[2])
+        for holder, state in zip((self.model, self.optimizer, self.scaler), saved, strict=False):  # rng: below
+            holder.load_state_dict(state)
         self.captured = None  # the optimizer's state tensors were replaced: capture again at the next step
         set_rng_state(saved[3])
         self.optimizer.zero_grad(set_to_none=True)
         return statistics.median(times[1:]) if len(times) > 1 else (times[0] if times else None)
-
-    def check_ranks_agree(self) -> None:
-        """DDP keeps replicas equal by construction; check it (per-tensor sums, float64) and record it."""
-        if not self.env.distributed:
-            return
-        sums = torch.stack([p.detach().double().sum() for p in self.model.parameters()])
-        gathered = [g.tolist() for g in distributed.all_gather(sums)]
-        if self.env.is_main:
-            atomic_write(self.out / RANKS, json.dumps({"world_size": self.env.world_size,
-                                                       "parameter_sums": gathered}))
-        if any(g != gathered[0] for g in gathered):
-            raise AlexNetError("the ranks ended with different weights; this is a bug, please report it")
 
     def train_epoch(self, epoch: int) -> None:
         cfg, p, loader = self.cfg, self.progress, self.data.train
@@ -337,8 +335,8 @@ class Trainer:
             self.save_checkpoint()
             stop = Interrupted(self.stop.signum or 15, p.global_step)
             if self.env.is_main:  # report.md says so, not "in progress"
-                write_run_report(self.out, self.cfg, p.history, self.data.classes,
-                                 {**self.run_info, "interrupted": str(stop)})
+                self.writer.submit(functools.partial(write_run_report, self.out, self.cfg, list(p.history),
+                                                     self.data.classes, {**self.run_info, "interrupted": str(stop)}))
             raise stop
 
     def _epoch_totals(self) -> dict:
@@ -376,12 +374,18 @@ class Trainer:
         improved = chosen > p.best_acc
         p.best_acc = max(p.best_acc, chosen)
         self.check_weights()
-        # checkpoint.pt last: it is the commit point. A kill before it re-runs this epoch on resume (bit-exactly,
-        # so best.pt and metrics.jsonl come out the same); a kill after it finds them already written.
+        # Written in this order, in the background (alexnet.run.writer), from copies taken now; checkpoint.pt last:
+        # it is the commit point. A kill before it re-runs this epoch on resume (bit-exactly, so best.pt and
+        # metrics.jsonl come out the same); a kill after it finds them already written.
+        self.progress.partial = self._epoch_totals()
+        state = None
         if self.env.is_main:
+            self.writer.wait()  # the previous epoch's files are on disk: one snapshot at a time in memory
+            state, history = snapshot(self.state_dict()), list(p.history)
             if improved:
-                atomic_save(best_state(self.state_dict(), record), self.out / BEST)
-            write_metrics(self.out / METRICS, p.history)
-            write_run_report(self.out, self.cfg, p.history, self.data.classes, self.run_info)
-        self._write_checkpoint()  # the weights were checked above
+                self.writer.submit(functools.partial(atomic_save, best_state(state, record), self.out / BEST))
+            self.writer.submit(functools.partial(write_metrics, self.out / METRICS, history))
+            self.writer.submit(functools.partial(write_run_report, self.out, self.cfg, history, self.data.classes,
+                                                 copy.deepcopy(self.run_info)))
+        self._write_checkpoint(state)  # the weights were checked above
         self.monitor.end_epoch(record, p.history)

@@ -1,0 +1,109 @@
+"""A net's forward pass in its execution forms (issue #21): the same layers in the same order as
+`ConvNet.forward`, with the rewrites the runtime chose, each exact and each computed from the plain layer's own
+parameters (the modules, their `state_dict` and `alexnet summary` stay the book's and the paper's).
+
+* `fold_conv1`: the first convolution in its space-to-depth form (`alexnet.kernels.conv1`).
+* `pool_first`: a ReLU followed by a max-pool runs as the max-pool, then the ReLU. ReLU is monotone, so
+  max(relu(a), relu(b)) = relu(max(a, b)) exactly, and the ReLU then reads and writes the pooled tensor (3x3
+  stride-2 pooling: ~4.3x fewer elements) instead of the convolution's output, forward and backward. The
+  gradients are bit-identical too: a window whose maximum is > 0 routes its gradient to the same element in both
+  orders (ReLU changes no positive value, so neither the maximum nor the first-index tie-break moves), and a window
+  whose maximum is <= 0 routes it to an element whose ReLU gradient is 0 in one order and masks it with the ReLU's
+  zero gradient in the other; the elements that do receive gradient add the same terms in the same order.
+  (A tanh does not qualify: rounding makes it flat where its input is not, which would move the arg-max.)
+* `fused_lrn`: the paper's local response normalisation as one autograd Function with its analytic backward
+  (`alexnet.kernels.lrn`): 5 kernels forward and 6 backward where the plain module runs ~13 and ~20, equal to it
+  within a few ulp in fp32 (bf16: one rounding of the window sum instead of n).
+"""
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from alexnet.kernels import conv1, lrn
+
+Step = tuple[str, int]  # (what, index of its first layer): "layer" | "fold" | "pool_relu" | "lrn"
+
+
+def pool_follows_relu(layers: Sequence[nn.Module], i: int) -> bool:
+    """Whether layers[i] is a ReLU and layers[i + 1] a max-pool whose indices nobody asked for."""
+    return (i + 1 < len(layers) and type(layers[i]) is nn.ReLU and type(layers[i + 1]) is nn.MaxPool2d
+            and not layers[i + 1].return_indices)
+
+
+def plan(layers: Sequence[nn.Module], *, fold_first: bool = False, pool_first: bool = False,
+         fused_lrn: bool = False) -> list[Step]:
+    """The steps that run `layers` in order: each plain layer, or a rewrite that stands for one or two layers."""
+    steps: list[Step] = []
+    i = 0
+    while i < len(layers):
+        if i == 0 and fold_first and conv1.applies(layers[0]):
+            steps.append(("fold", i))
+        elif pool_first and pool_follows_relu(layers, i):
+            steps.append(("pool_relu", i))
+            i += 1  # the max-pool is part of this step
+        elif fused_lrn and lrn.applies(layers[i]):
+            steps.append(("lrn", i))
+        else:
+            steps.append(("layer", i))
+        i += 1
+    return steps
+
+
+def run(layers: Sequence[nn.Module], steps: list[Step], x: torch.Tensor) -> torch.Tensor:
+    """`layers` applied to x as `plan` laid them out."""
+    for what, i in steps:
+        if what == "fold":
+            x = conv1.folded(cast(nn.Conv2d, layers[i]), x)  # plan checked conv1.applies
+        elif what == "pool_relu":
+            x = torch.relu_(layers[i + 1](x))  # in place: max-pool's backward keeps its input and indices only
+        elif what == "lrn":
+            x = lrn.fused(layers[i], x)
+        else:
+            x = layers[i](x)
+    return x
+
+
+def _features(model: nn.Module) -> list[nn.Module]:
+    features = getattr(model, "features", None)
+    return list(features) if isinstance(features, nn.Sequential) else []
+
+
+def has_pool_after_relu(model: nn.Module) -> bool:
+    layers = _features(model)
+    return any(pool_follows_relu(layers, i) for i in range(len(layers)))
+
+
+def has_lrn(model: nn.Module) -> bool:
+    """Whether the net's features hold the paper's LRN (the layer `fused_lrn` rewrites)."""
+    return any(lrn.applies(layer) for layer in _features(model))
+
+
+class FastForward(nn.Module):
+    """`model` (a net with alexnet.models' layout: features -> avgpool -> flatten -> forward_head) run in its
+    execution forms. It holds `model` (and so its parameters, for DDP and the optimizer), changes nothing of it
+    (torch.compile traces it as it is) and adds nothing: save and load `model` itself."""
+
+    def __init__(self, model: nn.Module, *, fold_conv1: bool = True, pool_first: bool = False,
+                 fused_lrn: bool = False):
+        super().__init__()
+        if fold_conv1 and conv1.first_conv(model) is None:
+            raise ValueError("the model's first layer is not a strided square convolution (features[0])")
+        if pool_first and not has_pool_after_relu(model):
+            raise ValueError("the model has no ReLU followed by a max-pool in its features")
+        if fused_lrn and not has_lrn(model):
+            raise ValueError("the model has no local response normalisation in its features")
+        self.model = model
+        m: Any = model  # typed loosely: kernels import no models
+        self.steps = plan(m.features, fold_first=fold_conv1, pool_first=pool_first, fused_lrn=fused_lrn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m: Any = self.model
+        x = run(m.features, self.steps, x)
+        return m.forward_head(m.flatten(m.avgpool(x)))
+
+    def extra_repr(self) -> str:
+        return "steps=" + ", ".join(f"{what}@{i}" for what, i in self.steps if what != "layer")
+
