@@ -11,7 +11,8 @@ What stays true:
 * Bounded. The trainer waits for an epoch's writes before it submits the next epoch's (one snapshot in memory at a
   time), and for all of them before `fit` returns or raises: a Ctrl-C or a finished run leaves every file whole.
   A kill -9 may find the last epoch's checkpoint.pt not yet written: the resume re-runs that epoch, bit-exactly,
-  as after a kill during any epoch.
+  as after a kill during any epoch. Checkpoints asked for mid-epoch (`train.checkpoint_every_steps`, a signal)
+  are waited for: they exist to survive a kill.
 """
 
 import queue

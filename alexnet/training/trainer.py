@@ -146,8 +146,11 @@ class Trainer:
             self.guard.diverged(self.progress.global_step - 1)
 
     def save_checkpoint(self) -> None:
+        """checkpoint.pt of now, on disk when this returns (periodic and interrupt checkpoints: a kill -9 after
+        `train.checkpoint_every_steps` finds it); epoch ends write theirs in the background instead."""
         self.check_weights()
         self._write_checkpoint()
+        self.writer.wait()
 
     def _write_checkpoint(self, state: dict | None = None) -> None:
         """checkpoint.pt of `state` (a snapshot) or of now, written in the background (alexnet.run.writer)."""
