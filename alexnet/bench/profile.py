@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet.bench.throughput import BenchSpec, build_trainer, forever, write_synthetic_fashion_mnist
 from alexnet.bench.timing import time_steps
-from alexnet.kernels.forward import plan, pool_follows_relu, run
+from alexnet.kernels.forward import Step, plan, pool_follows_relu, run
 from alexnet.runtime.device import device_name, pick_device, sync
 from alexnet.runtime.settings import torch_settings
 
@@ -52,12 +52,6 @@ def units(model: nn.Module, pool_first: bool = False) -> list[tuple[str, list[nn
         else:
             groups[-1][1].append(layer)
     return groups
-
-
-def run_unit(layers: list[nn.Module], x: torch.Tensor, fold_first: bool = False, pool_first: bool = False,
-             fused_lrn: bool = False) -> torch.Tensor:
-    """The unit's layers in the trainer's execution forms (alexnet.kernels.forward)."""
-    return run(layers, plan(layers, fold_first=fold_first, pool_first=pool_first, fused_lrn=fused_lrn), x)
 
 
 def profile_step(spec: BenchSpec) -> dict:
@@ -122,24 +116,23 @@ def _layer_rows(trainer, images: torch.Tensor, device: torch.device) -> list[dic
         x = x.contiguous(memory_format=precision.memory_format)
     rows = []
     for index, (name, layers) in enumerate(units(model, pool_first)):
-        fold = fold_conv1 and index == 0
+        steps = plan(layers, fold_first=fold_conv1 and index == 0, pool_first=pool_first, fused_lrn=fused_lrn)
         with precision.autocast(device):
-            rows.append(_time_unit(name, layers, x, device, input_grad=index > 0, fold=fold,
-                                   pool_first=pool_first, fused_lrn=fused_lrn))
+            rows.append(_time_unit(name, layers, steps, x, device, input_grad=index > 0))
             with torch.no_grad():
-                x = run_unit(layers, x, fold, pool_first, fused_lrn)
+                x = run(layers, steps, x)
         x = x.detach()
     return rows
 
 
-def _time_unit(name: str, layers: list[nn.Module], x: torch.Tensor, device: torch.device, *,
-               input_grad: bool, fold: bool, pool_first: bool, fused_lrn: bool) -> dict:
+def _time_unit(name: str, layers: list[nn.Module], steps: list[Step], x: torch.Tensor, device: torch.device, *,
+               input_grad: bool) -> dict:
     """`input_grad`: whether training computes the gradient of this unit's input (not for the first unit: the
     images need none, and the strided conv1's input gradient alone is slower than the rest of its backward)."""
     x = x.detach().requires_grad_(input_grad and x.is_floating_point())
     params = [p for layer in layers for p in layer.parameters()]
     inputs = [x, *params] if x.requires_grad else params
-    forward = lambda: run_unit(layers, x, fold, pool_first, fused_lrn)
+    forward = lambda: run(layers, steps, x)
     y = forward()
     upstream = torch.randn_like(y)
     backward = lambda: torch.autograd.grad(y, inputs, upstream, retain_graph=True) if inputs else None

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--pool-first", action=argparse.BooleanOptionalAction,
                    help="run each ReLU -> max-pool as max-pool -> ReLU, exact (default: on, as the trainer)")
     p.add_argument("--fused-lrn", action=argparse.BooleanOptionalAction,
-                   help="the paper's LRN as one Function with its analytic backward (default: on CUDA, as the trainer)")
+                   help="the paper's LRN as one Function with its analytic backward (default: on unless --compile, "
+                        "as the trainer)")
     p.add_argument("--steps", type=int, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, help="untimed steps before them (default 3)")
     p.add_argument("--threads", type=int, help="CPU intra-op threads (0, the default: torch's default)")
@@ -77,9 +78,8 @@ MODES = {
     "time-to-accuracy": {"preset", "set", "out"},
 }
 DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "auto", "channels_last": "auto", "cuda_graphs": "auto",
-            "space_to_depth": "auto", "pool_first": "auto",
-            "fused_lrn": "auto", "steps": 10,
-            "warmup": 3, "threads": 0, "preset": "quick"}
+            "space_to_depth": "auto", "pool_first": "auto", "fused_lrn": "auto", "steps": 10, "warmup": 3, "threads": 0,
+            "preset": "quick"}
 
 
 def _check_mode(args) -> None:

@@ -33,16 +33,13 @@ what they return or save. `d^-beta` is one `pow`: the plain module's rsqrt(d) * 
 is three passes and a temporary, 61 ms against pow's 67 ms (fp32) and 64 against 52 ms (bf16); on a GPU every
 pass costs memory traffic, so one pow wins there too.
 
-`fused(lrn, x)` applies it with a module's own size, alpha, beta and k; `fused(lrn, x, compiled=True)` runs the
-reference formula through torch.compile instead (inductor fuses forward and backward into a few kernels: Triton
-on CUDA, C++ on a CPU; the first call of each shape compiles, seconds).
+`fused(lrn, x)` applies it with a module's own size, alpha, beta and k.
 """
 
 import functools
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 HALF = (torch.bfloat16, torch.float16)
@@ -152,24 +149,7 @@ def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torc
     return out
 
 
-def reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    """The formula as plain tensor ops (the module's own), the form torch.compile fuses."""
-    channels = x.shape[1]
-    padded = F.pad(x.square(), (0, 0) * (x.dim() - 2) + (size // 2, (size - 1) // 2))
-    window_sum = sum(padded[:, offset:offset + channels] for offset in range(1, size))
-    return x * (k + alpha * (padded[:, 0:channels] + window_sum)).pow(-beta)
-
-
-@functools.lru_cache(maxsize=1)
-def compiled_reference() -> Any:
-    """`reference` compiled once per process (static shapes; dynamo recompiles for a new shape or new numbers)."""
-    return torch.compile(reference, dynamic=False)
-
-
-def fused(lrn_module: nn.Module, x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-    """`lrn_module(x)` as one Function (or, `compiled`, its formula compiled), from the module's own numbers."""
+def fused(lrn_module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`lrn_module(x)` as one Function, from the module's own numbers."""
     m: Any = lrn_module
-    if compiled:
-        out: torch.Tensor = compiled_reference()(x, int(m.size), float(m.alpha), float(m.beta), float(m.k))
-        return out
     return lrn(x, m.size, m.alpha, m.beta, m.k)

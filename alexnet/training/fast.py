@@ -12,8 +12,8 @@ the device and the config, named with its reason in the banner and `config.yaml`
   ReLU's forward and backward then touch ~4x fewer elements, on every device.
 * `train.fused_lrn` (auto | true | false): the paper's LRN as one autograd Function with its analytic backward
   (`alexnet.kernels.lrn`), equal to the plain module within a few ulp; auto takes it when the step is not compiled
-  (torch.compile fuses the plain module's ops itself): 11 kernels for ~33, 2.8-3.9x the plain module's forward +
-  backward on a 2-core AVX512 CPU (benchmarks/lrn.py, docs/performance.md).
+  (torch.compile fuses the plain module's ops itself, about as fast on a CPU): 11 kernels for ~33, 1.9-4.7x the
+  plain module's forward + backward on a 2-core AVX512 CPU (benchmarks/lrn.py, docs/performance.md).
 """
 
 from dataclasses import dataclass

@@ -149,17 +149,18 @@ class Trainer:
         """checkpoint.pt of now, on disk when this returns (periodic and interrupt checkpoints: a kill -9 after
         `train.checkpoint_every_steps` finds it); epoch ends write theirs in the background instead."""
         self.check_weights()
-        self._write_checkpoint()
+        if (state := self._snapshot()) is not None:
+            self.writer.submit(functools.partial(atomic_save, state, self.out / CHECKPOINT))
         self.writer.wait()
 
-    def _write_checkpoint(self, state: dict | None = None) -> None:
-        """checkpoint.pt of `state` (a snapshot) or of now, written in the background (alexnet.run.writer)."""
-        self.progress.partial = self._epoch_totals()
-        if self.env.is_main:
-            if state is None:
-                self.writer.wait()  # the snapshot before this one is on disk: one at a time in memory
-                state = snapshot(self.state_dict())
-            self.writer.submit(functools.partial(atomic_save, state, self.out / CHECKPOINT))
+    def _snapshot(self) -> dict | None:
+        """The state now, copied to host memory for the writer (alexnet.run.writer); None off the main rank.
+        It waits for the writes before it: one snapshot in memory at a time."""
+        self.progress.partial = self._epoch_totals()  # part of the state: set on every rank (a collective)
+        if not self.env.is_main:
+            return None
+        self.writer.wait()
+        return snapshot(self.state_dict())
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self) -> list[dict]:
@@ -380,15 +381,12 @@ class Trainer:
         # Written in this order, in the background (alexnet.run.writer), from copies taken now; checkpoint.pt last:
         # it is the commit point. A kill before it re-runs this epoch on resume (bit-exactly, so best.pt and
         # metrics.jsonl come out the same); a kill after it finds them already written.
-        self.progress.partial = self._epoch_totals()
-        state = None
-        if self.env.is_main:
-            self.writer.wait()  # the previous epoch's files are on disk: one snapshot at a time in memory
-            state, history = snapshot(self.state_dict()), list(p.history)
+        if (state := self._snapshot()) is not None:  # the weights were checked above
+            history = list(p.history)
             if improved:
                 self.writer.submit(functools.partial(atomic_save, best_state(state, record), self.out / BEST))
             self.writer.submit(functools.partial(write_metrics, self.out / METRICS, history))
             self.writer.submit(functools.partial(write_run_report, self.out, self.cfg, history, self.data.classes,
                                                  copy.deepcopy(self.run_info)))
-        self._write_checkpoint(state)  # the weights were checked above
+            self.writer.submit(functools.partial(atomic_save, state, self.out / CHECKPOINT))
         self.monitor.end_epoch(record, p.history)
