@@ -10,7 +10,8 @@ below) and DIR/tables.md.
     profile      alexnet bench --profile of the d2l net at batch 256, plain (no CUDA graph, no folded conv1: the
                  first GPU run's step) and with the fast paths (goal: host time per step well below GPU time)
     bench        alexnet bench --baseline (defaults: bf16, CUDA graph, folded conv1), then the fast paths one at a
-                 time off, fp32 (IEEE) and tf32 (goals: MFU >= 50 %)
+                 time off, --compile (inductor under the captured step), batch 1024, fp32 (IEEE) and tf32
+                 (goals: MFU >= 50 %)
     d2l_book     alexnet train --preset d2l (the book: test acc 0.883 after 10 epochs; goal: >= 0.88 in <= 15 s)
     time_to_090  alexnet bench --time-to-accuracy 0.90 --preset fast (goal: <= 3 s)
     d2l_fast     alexnet train --preset d2l-fast (goal: >= 0.945 in <= 20 epochs)
@@ -175,6 +176,9 @@ def bench_args(r: Runner) -> list[str]:
 
 BENCH_VARIANTS = {"no_cuda_graphs": ["--no-cuda-graphs"], "no_space_to_depth": ["--no-space-to-depth"],
                   "no_pool_first": ["--no-pool-first"],
+                  # torch.compile under the captured step (inductor's max-pool keeps int8 offsets, and fuses the
+                  # element-wise work), and a larger batch: the two next candidates of docs/performance.md section 7
+                  "compile": ["--compile"], "batch_1024": ["--batch-size", "1024"],
                   "fp32": ["--precision", "fp32"], "tf32": ["--precision", "tf32"]}
 
 

@@ -49,8 +49,9 @@ def steps(t: Trainer, n: int, captured: CapturedStep | None = None) -> list[floa
     return losses
 
 
-def test_a_replayed_step_equals_the_eager_step_and_the_warm_up_leaves_no_trace(tmp_path, data_dir):
-    eager, replayed = trainer(data_dir, tmp_path), trainer(data_dir, tmp_path)
+@pytest.mark.parametrize("clip", [0.0, 0.5])  # 0.5: below the first steps' gradient norm, so it clips
+def test_a_replayed_step_equals_the_eager_step_and_the_warm_up_leaves_no_trace(tmp_path, data_dir, clip):
+    eager, replayed = (trainer(data_dir, tmp_path, **{"optim.grad_clip": clip}) for _ in range(2))
     assert eager.cfg.optim.momentum == 0.9  # momentum buffers, absent before the first step
     first = next(replayed.data.train.batches(0))
     x = replayed.data.train_pipeline(first.images, replayed.aug_generator)
@@ -114,14 +115,15 @@ def test_accumulation_needs_an_image_per_micro_batch(tmp_path, data_dir):
 
 
 @pytest.mark.gpu
-def test_the_cuda_graph_step_equals_the_eager_step_on_cuda(tmp_path, data_dir):
+@pytest.mark.parametrize("clip", [0.0, 0.5])  # the fast preset clips: clip_grad_norm_ is captured too
+def test_the_cuda_graph_step_equals_the_eager_step_on_cuda(tmp_path, data_dir, clip):
     """The trainer's own path (graphs auto vs off), dropout and augmentation on, fp32 (TF32 off): the same
     arithmetic, so the same weights to fp32 rounding (cuBLAS may pick another kernel while capturing)."""
     cuda = torch.device("cuda")
+    net = {"model.name": "d2l", "data.input_size": 67, "optim.grad_clip": clip}
     with torch_settings(cuda, precision="fp32"):
-        graphed = trainer(data_dir, tmp_path, "cuda", **{"model.name": "d2l", "data.input_size": 67})
-        eager = trainer(data_dir, tmp_path, "cuda", **{"model.name": "d2l", "data.input_size": 67,
-                                                        "train.cuda_graphs": False})
+        graphed = trainer(data_dir, tmp_path, "cuda", **net)
+        eager = trainer(data_dir, tmp_path, "cuda", **net, **{"train.cuda_graphs": False})
         assert graphed.fast["cuda_graphs"].on and graphed.fast["space_to_depth"].on
         for t in (graphed, eager):
             for _, batch in zip(range(5), t.data.train.batches(0), strict=False):

@@ -13,6 +13,7 @@ import os
 import re
 import select
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -73,9 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PACKAGE = str(Path(__file__).resolve().parent.parent)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        """The package's own warnings as `alexnet CMD: warning: ...` lines, as its errors; others as Python shows
+        them."""
+        if str(filename).startswith(PACKAGE):
+            print(f"alexnet {args.command}: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code = args.func(args)
         sys.stdout.flush()  # a reader that went away is found here, not at exit
