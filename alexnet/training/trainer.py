@@ -104,7 +104,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
         self.aug_generator = torch.Generator(device=device)
         self.progress = Progress()
-        self.warned_chance = False
         self.guard = DivergenceGuard(self.schedule.lr)
         self.fire_fault = fault_injection(env.rank, env.restart_count)
         self.monitor = Monitor(out, cfg, enabled=env.is_main, quiet=quiet, display=display)
@@ -356,12 +355,13 @@ class Trainer:
         return evaluate(self.eval_net, loader, self.data.eval_pipeline, num_classes=len(self.data.classes),
                         precision=self.precision)
 
-    def _warn_at_chance(self, record: dict) -> None:
+    def _warn_at_chance(self) -> None:
         """A net that does not learn (a too high rate can kill a plain ReLU net without raising a non-finite loss:
-        it then predicts one class) is said once, not left to a 0.10 in the report."""
+        it then predicts one class) is said at the first such epoch of the run, not left to a 0.10 in the report."""
         classes = len(self.data.classes)
-        if self.env.is_main and not self.warned_chance and classes > 1 and record["train_acc"] < 1.5 / classes:
-            self.warned_chance = True
+        at_chance = [r["train_acc"] < 1.5 / classes for r in self.progress.history]
+        record = self.progress.history[-1]  # the epoch just ended
+        if self.env.is_main and classes > 1 and at_chance[-1] and not any(at_chance[:-1]):
             warnings.warn(f"epoch {record['epoch']}: training accuracy {record['train_acc']:.3f} is chance level "
                           f"(1/{classes}): the net is not learning; a lower optim.lr, or optim.grad_clip "
                           f"(the fast preset clips at 2), may help", stacklevel=2)
@@ -383,7 +383,7 @@ class Trainer:
         if (decoded_on := getattr(self.data.train, "decoded_on", None)) is not None:
             record["decoded_on"] = decoded_on  # prepared shards: images per decode backend, this process so far
         p.history.append(record)
-        self._warn_at_chance(record)
+        self._warn_at_chance()
         chosen = test.top1 if val is None else val.top1  # the validation split chooses; the test split reports
         self.schedule.end_epoch(chosen)
         p.epoch, p.step_in_epoch = epoch + 1, 0
