@@ -80,21 +80,20 @@ PACKAGE = str(Path(__file__).resolve().parent.parent)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    shown = warnings.showwarning
+    formatted = warnings.formatwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    def format_(message, category, filename, lineno, line=None):
         """The package's own warnings as `alexnet CMD: warning: ...` lines, as its errors; others as Python shows
-        them."""
+        them. Only the text changes (formatwarning, not showwarning), so whoever records warnings still gets them."""
         if str(filename).startswith(PACKAGE):
-            print(f"alexnet {args.command}: warning: {message}", file=file or sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
+            return f"alexnet {args.command}: warning: {message}\n"
+        return formatted(message, category, filename, lineno, line)
 
-    warnings.showwarning = show
+    warnings.formatwarning = format_
     try:
         return _run(args)
     finally:
-        warnings.showwarning = shown
+        warnings.formatwarning = formatted
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import torch
@@ -119,3 +120,15 @@ def check_ranks_agree(model: torch.nn.Module, env: DistEnv, path: Path) -> None:
         atomic_write(path, json.dumps({"world_size": env.world_size, "parameter_sums": gathered}))
     if any(g != gathered[0] for g in gathered):
         raise AlexNetError("the ranks ended with different weights; this is a bug, please report it")
+
+
+def warn_at_chance(history: list[dict], classes: int) -> None:
+    """A net that does not learn (a too high rate can kill a plain ReLU net without raising a non-finite loss: it
+    then predicts one class) is said at the first such epoch of the run, not left to a 0.10 in the report. "First"
+    is read from the history, so a resumed run does not say it again."""
+    at_chance = [r["train_acc"] < 1.5 / classes for r in history]
+    if classes > 1 and at_chance and at_chance[-1] and not any(at_chance[:-1]):
+        record = history[-1]
+        warnings.warn(f"epoch {record['epoch']}: training accuracy {record['train_acc']:.3f} is chance level "
+                      f"(1/{classes}): the net is not learning; a lower optim.lr, or optim.grad_clip "
+                      f"(the fast preset clips at 2), may help", stacklevel=2)

@@ -44,7 +44,14 @@ from alexnet.runtime.precision import resolve_precision
 from alexnet.runtime.seeding import derived_seed
 from alexnet.training import fast
 from alexnet.training.graphs import CapturedStep
-from alexnet.training.guards import DivergenceGuard, Interrupted, SignalFlag, check_ranks_agree, fault_injection
+from alexnet.training.guards import (
+    DivergenceGuard,
+    Interrupted,
+    SignalFlag,
+    check_ranks_agree,
+    fault_injection,
+    warn_at_chance,
+)
 from alexnet.training.monitor import Monitor
 from alexnet.training.optim import LRSchedule, build_optimizer
 
@@ -355,17 +362,6 @@ class Trainer:
         return evaluate(self.eval_net, loader, self.data.eval_pipeline, num_classes=len(self.data.classes),
                         precision=self.precision)
 
-    def _warn_at_chance(self) -> None:
-        """A net that does not learn (a too high rate can kill a plain ReLU net without raising a non-finite loss:
-        it then predicts one class) is said at the first such epoch of the run, not left to a 0.10 in the report."""
-        classes = len(self.data.classes)
-        at_chance = [r["train_acc"] < 1.5 / classes for r in self.progress.history]
-        record = self.progress.history[-1]  # the epoch just ended
-        if self.env.is_main and classes > 1 and at_chance[-1] and not any(at_chance[:-1]):
-            warnings.warn(f"epoch {record['epoch']}: training accuracy {record['train_acc']:.3f} is chance level "
-                          f"(1/{classes}): the net is not learning; a lower optim.lr, or optim.grad_clip "
-                          f"(the fast preset clips at 2), may help", stacklevel=2)
-
     def end_epoch(self, epoch: int) -> None:
         p = self.progress
         totals = self._epoch_totals()
@@ -383,7 +379,8 @@ class Trainer:
         if (decoded_on := getattr(self.data.train, "decoded_on", None)) is not None:
             record["decoded_on"] = decoded_on  # prepared shards: images per decode backend, this process so far
         p.history.append(record)
-        self._warn_at_chance()
+        if self.env.is_main:
+            warn_at_chance(p.history, len(self.data.classes))
         chosen = test.top1 if val is None else val.top1  # the validation split chooses; the test split reports
         self.schedule.end_epoch(chosen)
         p.epoch, p.step_in_epoch = epoch + 1, 0
