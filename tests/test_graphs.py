@@ -178,3 +178,35 @@ def test_fused_lrn_is_chosen_where_the_net_has_lrn(tmp_path, data_dir):
     assert float(fused_loss) == pytest.approx(float(plain_loss), rel=1e-6)
     for key, value in on.model.state_dict().items():
         torch.testing.assert_close(value, plain.model.state_dict()[key], rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_fused_pool_waits_for_cuda_and_a_measurement(tmp_path, data_dir):
+    """The Triton pool (alexnet.kernels.pool) is off on a CPU, and off by default on CUDA until measured; asking
+    for it where it cannot run is a one-line error."""
+    t = trainer(data_dir, tmp_path)
+    assert not t.fast["fused_pool"].on and t.fast["fused_pool"].reason.startswith("not a CUDA device")
+    assert t.run_info["fast_paths"]["fused_pool"].startswith("fused_pool off (not a CUDA device")
+    with pytest.raises(AlexNetError, match="train.fused_pool: true does not apply: not a CUDA device"):
+        trainer(data_dir, tmp_path, **{"train.fused_pool": True})
+    assert trainer(data_dir, tmp_path, **{"train.fused_pool": False}).fast["fused_pool"].reason == \
+        "train.fused_pool: false"
+
+
+@pytest.mark.gpu
+def test_the_fused_pool_trains_as_the_eager_pool_on_cuda(tmp_path, data_dir):
+    """The captured d2l step with the Triton pool against the same step with torch's pool, fp32 (TF32 off): the
+    pool's values and gradients are bit-equal, so the weights agree to the other kernels' rounding."""
+    cuda = torch.device("cuda")
+    net = {"model.name": "d2l", "data.input_size": 67}
+    with torch_settings(cuda, precision="fp32"):
+        fused = trainer(data_dir, tmp_path, "cuda", **net, **{"train.fused_pool": True})
+        eager = trainer(data_dir, tmp_path, "cuda", **net)
+        assert fused.fast["fused_pool"].on and not eager.fast["fused_pool"].on
+        assert ("pool_relu_fused", 1) in fused.net.steps
+        for t in (fused, eager):
+            for _, batch in zip(range(5), t.data.train.batches(0), strict=False):
+                t.train_step(batch)
+                t.progress.global_step += 1
+        assert fused.captured is not None
+        for key, value in eager.model.state_dict().items():
+            torch.testing.assert_close(fused.model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -110,13 +110,14 @@ def _layer_rows(trainer, images: torch.Tensor, device: torch.device) -> list[dic
     """One row per unit: forward and backward ms, FLOPs, achieved TFLOP/s, tensor-core share (CUDA)."""
     model, precision = trainer.model, trainer.precision
     fold_conv1, pool_first = trainer.fast["space_to_depth"].on, trainer.fast["pool_first"].on
-    fused_lrn = trainer.fast["fused_lrn"].on
+    fused_lrn, fused_pool = trainer.fast["fused_lrn"].on, trainer.fast["fused_pool"].on
     with torch.no_grad():
         x = trainer.data.train_pipeline(images, trainer.aug_generator)
         x = x.contiguous(memory_format=precision.memory_format)
     rows = []
     for index, (name, layers) in enumerate(units(model, pool_first)):
-        steps = plan(layers, fold_first=fold_conv1 and index == 0, pool_first=pool_first, fused_lrn=fused_lrn)
+        steps = plan(layers, fold_first=fold_conv1 and index == 0, pool_first=pool_first, fused_lrn=fused_lrn,
+                     fused_pool=fused_pool)
         with precision.autocast(device):
             rows.append(_time_unit(name, layers, steps, x, device, input_grad=index > 0))
             with torch.no_grad():

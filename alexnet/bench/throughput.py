@@ -57,6 +57,7 @@ class BenchSpec:
     space_to_depth: bool | str = "auto"  # conv1 folded, as the trainer
     pool_first: bool | str = "auto"      # max-pool before ReLU, as the trainer
     fused_lrn: bool | str = "auto"       # the paper's LRN as one Function, as the trainer
+    fused_pool: bool | str = "auto"      # max-pool + ReLU as Triton kernels (CUDA), as the trainer
     steps: int = 10                 # timed steps
     warmup: int = 3                 # untimed steps before them
     synthetic: bool = False         # random uint8 images of Fashion-MNIST's shape instead of the real files
@@ -96,6 +97,7 @@ class BenchSpec:
                                        channels_last=self.channels_last, compile=self.compile,
                                        cuda_graphs=self.cuda_graphs, space_to_depth=self.space_to_depth,
                                        pool_first=self.pool_first, fused_lrn=self.fused_lrn,
+                                       fused_pool=self.fused_pool,
                                        threads=self.threads, drop_last=True))
         return validate(cfg)
 

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--fused-lrn", action=argparse.BooleanOptionalAction,
                    help="the paper's LRN as one Function with its analytic backward (default: on unless --compile, "
                         "as the trainer)")
+    p.add_argument("--fused-pool", action=argparse.BooleanOptionalAction,
+                   help="each max-pool + ReLU as one pair of Triton kernels with int8 arg-max codes (CUDA; default: "
+                        "off until measured, as the trainer)")
     p.add_argument("--steps", type=int, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, help="untimed steps before them (default 3)")
     p.add_argument("--threads", type=int, help="CPU intra-op threads (0, the default: torch's default)")
@@ -68,18 +71,18 @@ def add_parser(sub) -> None:
 # Which flags each mode reads; giving one to a mode that would ignore it is an error, not a silent no-op.
 MODES = {
     "throughput": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "cuda_graphs",
-                   "space_to_depth", "pool_first", "fused_lrn", "steps", "warmup", "threads", "synthetic",
-                   "baseline", "remeasure_peak"},
+                   "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "steps", "warmup", "threads",
+                   "synthetic", "baseline", "remeasure_peak"},
     "max-batch": {"model", "input_size", "precision", "channels_last", "compile", "space_to_depth", "pool_first",
-                  "fused_lrn", "threads"},
+                  "fused_lrn", "fused_pool", "threads"},
     "loader": {"input_size", "batch_size", "steps", "warmup", "synthetic"},
     "profile": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "cuda_graphs",
-                "space_to_depth", "pool_first", "fused_lrn", "steps", "warmup", "threads", "synthetic"},
+                "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "steps", "warmup", "threads", "synthetic"},
     "time-to-accuracy": {"preset", "set", "out"},
 }
 DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "auto", "channels_last": "auto", "cuda_graphs": "auto",
-            "space_to_depth": "auto", "pool_first": "auto", "fused_lrn": "auto", "steps": 10, "warmup": 3, "threads": 0,
-            "preset": "quick"}
+            "space_to_depth": "auto", "pool_first": "auto", "fused_lrn": "auto", "fused_pool": "auto", "steps": 10,
+            "warmup": 3, "threads": 0, "preset": "quick"}
 
 
 def _check_mode(args) -> None:
@@ -120,7 +123,7 @@ def cmd_bench(args) -> int:
     spec = BenchSpec(model=args.model, input_size=args.input_size or 0, batch_size=args.batch_size,
                      device=args.device or "auto", precision=args.precision, channels_last=args.channels_last,
                      compile=args.compile, cuda_graphs=args.cuda_graphs, space_to_depth=args.space_to_depth,
-                     pool_first=args.pool_first, fused_lrn=args.fused_lrn,
+                     pool_first=args.pool_first, fused_lrn=args.fused_lrn, fused_pool=args.fused_pool,
                      steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
                      data_dir=args.data_dir, threads=args.threads, remeasure_peak=args.remeasure_peak)
     if args.profile:

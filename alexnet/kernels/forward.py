@@ -11,6 +11,8 @@ parameters (the modules, their `state_dict` and `alexnet summary` stay the book'
   whose maximum is <= 0 routes it to an element whose ReLU gradient is 0 in one order and masks it with the ReLU's
   zero gradient in the other; the elements that do receive gradient add the same terms in the same order.
   (A tanh does not qualify: rounding makes it flat where its input is not, which would move the arg-max.)
+* `fused_pool`: that max-pool and ReLU as one pair of Triton kernels on CUDA (`alexnet.kernels.pool`): int8
+  arg-max codes instead of int64 indices, the ReLU inside; bit-equal to the two in fp32.
 * `fused_lrn`: the paper's local response normalisation as one autograd Function with its analytic backward
   (`alexnet.kernels.lrn`): 5 kernels forward and 6 backward where the plain module runs ~13 and ~20, equal to it
   within a few ulp in fp32 (bf16: one rounding of the window sum instead of n).
@@ -22,9 +24,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from alexnet.kernels import conv1, lrn
+from alexnet.kernels import conv1, lrn, pool
 
-Step = tuple[str, int]  # (what, index of its first layer): "layer" | "fold" | "pool_relu" | "lrn"
+Step = tuple[str, int]  # (what, index of its first layer): "layer" | "fold" | "pool_relu" | "pool_relu_fused" | "lrn"
 
 
 def pool_follows_relu(layers: Sequence[nn.Module], i: int) -> bool:
@@ -34,7 +36,7 @@ def pool_follows_relu(layers: Sequence[nn.Module], i: int) -> bool:
 
 
 def plan(layers: Sequence[nn.Module], *, fold_first: bool = False, pool_first: bool = False,
-         fused_lrn: bool = False) -> list[Step]:
+         fused_lrn: bool = False, fused_pool: bool = False) -> list[Step]:
     """The steps that run `layers` in order: each plain layer, or a rewrite that stands for one or two layers."""
     steps: list[Step] = []
     i = 0
@@ -42,7 +44,7 @@ def plan(layers: Sequence[nn.Module], *, fold_first: bool = False, pool_first: b
         if i == 0 and fold_first and conv1.applies(layers[0]):
             steps.append(("fold", i))
         elif pool_first and pool_follows_relu(layers, i):
-            steps.append(("pool_relu", i))
+            steps.append(("pool_relu_fused" if fused_pool and pool.applies(layers[i + 1]) else "pool_relu", i))
             i += 1  # the max-pool is part of this step
         elif fused_lrn and lrn.applies(layers[i]):
             steps.append(("lrn", i))
@@ -59,6 +61,8 @@ def run(layers: Sequence[nn.Module], steps: list[Step], x: torch.Tensor) -> torc
             x = conv1.folded(cast(nn.Conv2d, layers[i]), x)  # plan checked conv1.applies
         elif what == "pool_relu":
             x = torch.relu_(layers[i + 1](x))  # in place: max-pool's backward keeps its input and indices only
+        elif what == "pool_relu_fused":
+            x = pool.pool_relu(layers[i + 1], x)
         elif what == "lrn":
             x = lrn.fused(layers[i], x)
         else:
@@ -87,17 +91,20 @@ class FastForward(nn.Module):
     (torch.compile traces it as it is) and adds nothing: save and load `model` itself."""
 
     def __init__(self, model: nn.Module, *, fold_conv1: bool = True, pool_first: bool = False,
-                 fused_lrn: bool = False):
+                 fused_lrn: bool = False, fused_pool: bool = False):
         super().__init__()
         if fold_conv1 and conv1.first_conv(model) is None:
             raise ValueError("the model's first layer is not a strided square convolution (features[0])")
         if pool_first and not has_pool_after_relu(model):
             raise ValueError("the model has no ReLU followed by a max-pool in its features")
+        if fused_pool and not pool_first:
+            raise ValueError("fused_pool is a form of pool_first: it needs pool_first")
         if fused_lrn and not has_lrn(model):
             raise ValueError("the model has no local response normalisation in its features")
         self.model = model
         m: Any = model  # typed loosely: kernels import no models
-        self.steps = plan(m.features, fold_first=fold_conv1, pool_first=pool_first, fused_lrn=fused_lrn)
+        self.steps = plan(m.features, fold_first=fold_conv1, pool_first=pool_first, fused_lrn=fused_lrn,
+                          fused_pool=fused_pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m: Any = self.model

@@ -89,14 +89,9 @@ class Trainer:
             raise AlexNetError(f"train.batch_size {t.batch_size} cannot give each of {env.world_size} ranks "
                                f"{t.accum_steps} micro-batches of at least one image")
         self.model = model.to(device).to(memory_format=self.precision.memory_format)
-        self.fast = {"space_to_depth": fast.space_to_depth(cfg, device, self.model),
-                     "pool_first": fast.pool_first(cfg, self.model),
-                     "fused_lrn": fast.fused_lrn(cfg, device, self.model),
-                     "cuda_graphs": fast.cuda_graphs(cfg, device, env, self.precision)}
+        self.fast = fast.choose(cfg, device, env, self.precision, self.model)
         # what runs: the plain model, or the same parameters in exact faster forms (alexnet.kernels)
-        forms = {"fold_conv1": self.fast["space_to_depth"].on, "pool_first": self.fast["pool_first"].on,
-                 "fused_lrn": self.fast["fused_lrn"].on}
-        runs = FastForward(self.model, **forms) if any(forms.values()) else self.model
+        runs = FastForward(self.model, **forms) if any((forms := fast.forms(self.fast)).values()) else self.model
         net = runs
         self.ddp = None
         if env.distributed:
