@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from synthetic import IDX_FILES, write_fashion_mnist
+from test_summary import conv_flops
 
 from alexnet.analysis.summary import training_flops
 from alexnet.base.errors import AlexNetError
@@ -227,6 +228,25 @@ def test_cpu_memory_is_each_phases_own_peak():
 
 def test_d2l_flops_per_training_image():
     assert flops_per_image(BenchSpec(model="d2l", device="cpu")) == D2L_TRAIN_FLOPS_224
+
+
+def test_model_options_reach_the_net_and_its_flops(bench):
+    """`--set model.two_column=true`: the paper's grouped conv2/4/5 halve their FLOPs (forward and both gradients),
+    and the output names the option."""
+    dense = flops_per_image(BenchSpec(model="paper", device="cpu"))
+    grouped = flops_per_image(BenchSpec(model="paper", device="cpu", model_options={"two_column": True}))
+    halved = conv_flops(96, 256, 5, 27, groups=2) + conv_flops(384, 384, 3, 13, groups=2) + \
+        conv_flops(384, 256, 3, 13, groups=2)
+    assert dense - grouped == 3 * halved
+    code, out, err = bench("--model", "paper", "--input-size", "67", "--batch-size", "2", "--steps", "1",
+                           "--warmup", "0", "--synthetic", "--device", "cpu", "--set", "model.two_column=true",
+                           "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["config"]["model_options"] == {"two_column": True}
+    small_grouped = flops_per_image(BenchSpec(model="paper", input_size=67, model_options={"two_column": True}))
+    assert result["ours"]["flops_per_image"] == small_grouped < flops_per_image(BenchSpec(model="paper",
+                                                                                          input_size=67))
 
 
 def test_peak_flops_is_the_best_sample_over_the_sizes(monkeypatch):
@@ -579,7 +599,8 @@ def test_cli_json(bench):
     (["--time-to-accuracy", "0.9", "--preset", "nope"], "unknown preset 'nope'"),
     (["--time-to-accuracy", "0.9", "--batch-size", "256"], "--batch-size does not apply to --time-to-accuracy"),
     (["--loader", "--model", "small"], "--model does not apply to --loader"),
-    (["--model", "small", "--set", "model.width=4"], "--set does not apply to the throughput measurement"),
+    (["--model", "small", "--set", "train.lr=1"], "--set train.lr: outside --time-to-accuracy, --set takes model"),
+    (["--loader", "--set", "model.width=4"], "--set does not apply to --loader"),
     (["--loader", "--input-size", "0"], "--input-size must be >= 1"),
 ])
 def test_cli_errors_are_one_line(bench, argv, message):

@@ -1,6 +1,6 @@
-"""The fused max-pool + ReLU kernels (alexnet.kernels.pool): on the CPU through Triton's interpreter (fp32, where
-they must equal torch's max_pool2d + relu bit for bit, values and gradients, ties and NaN included), on CUDA
-(marked gpu) in bf16 against the eager kernels."""
+"""The Triton max-pool, alone and with its ReLU (alexnet.kernels.pool): on the CPU through Triton's interpreter
+(fp32, where they must equal torch's max_pool2d (+ relu) bit for bit, values and gradients, ties and NaN included),
+on CUDA (marked gpu) in bf16 and fp32 against the eager kernels."""
 
 import importlib
 
@@ -24,10 +24,10 @@ def interpreted(monkeypatch):
     importlib.reload(pool)
 
 
-def reference_and_fused(module, x, fused, dtype=None):
-    """(output, input gradient) of relu(pool(x)) both ways, with the same upstream gradient."""
+def reference_and_fused(module, x, fused, relu=True):
+    """(output, input gradient) of relu(pool(x)), or pool(x), both ways, with the same upstream gradient."""
     results = []
-    for f in (lambda t: torch.relu(module(t)), lambda t: fused.pool_relu(module, t)):
+    for f in (lambda t: torch.relu(module(t)) if relu else module(t), lambda t: fused.max_pool(module, t, relu)):
         t = x.detach().clone().requires_grad_()
         out = f(t)
         torch.manual_seed(1)
@@ -44,14 +44,15 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
 @pytest.mark.parametrize("k,s,shape", [(3, 2, (2, 5, 13, 11)), (3, 2, (3, 4, 27, 27)), (2, 2, (2, 3, 8, 9)),
                                        (3, 1, (1, 4, 7, 9)), (5, 3, (2, 3, 16, 14)), (3, 3, (1, 2, 3, 3))])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_equals_max_pool_and_relu_bit_for_bit(interpreted, k, s, shape, channels_last):
+@pytest.mark.parametrize("relu", [True, False])
+def test_equals_max_pool_and_relu_bit_for_bit(interpreted, k, s, shape, channels_last, relu):
     torch.manual_seed(0)
     x = torch.randint(-3, 4, shape).float()  # many ties, zeros and windows with no positive value
     x[0, 0, 1, 1], x[-1, -1, -1, -2] = float("nan"), float("nan")  # NaN is a window's maximum, as in torch
     x[0, -1] = -1.0  # a whole channel below zero: no gradient passes the ReLU there
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    (ref, ref_grad), (out, grad) = reference_and_fused(nn.MaxPool2d(k, s), x, interpreted)
+    (ref, ref_grad), (out, grad) = reference_and_fused(nn.MaxPool2d(k, s), x, interpreted, relu)
     assert out.shape == ref.shape and same(out, ref)
     assert same(grad, ref_grad) and grad.abs().sum() > 0
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -75,6 +76,25 @@ def test_the_d2l_net_with_fused_pools_equals_the_plain_net(interpreted):
         assert torch.equal(a, b), key
 
 
+def test_the_paper_net_with_fused_pools_equals_the_plain_net(interpreted):
+    """The paper's net (two columns): its first two pools follow an LRN and run alone, the third follows a ReLU and
+    takes it in; with the fused LRN too, as the trainer would run it."""
+    torch.manual_seed(0)
+    model = create_model("paper", num_classes=10, dropout=0.0, input_size=99, two_column=True)
+    x = torch.randn(2, 3, 99, 99)
+    fast = FastForward(model, fold_conv1=False, pool_first=True, fused_lrn=True, fused_pool=True)
+    assert [s for s in fast.steps if s[0] not in ("layer", "lrn")] == [
+        ("pool_fused", 3), ("pool_fused", 7), ("pool_relu_fused", 13)]
+    plain = FastForward(model, fold_conv1=False, pool_first=True, fused_lrn=True)
+    results = []
+    for net in (plain, fast):
+        out = net(x)
+        results.append((out, torch.autograd.grad(out.square().sum(), list(model.parameters()))))
+    assert torch.equal(results[0][0], results[1][0])
+    for (key, _), a, b in zip(model.named_parameters(), results[0][1], results[1][1], strict=True):
+        assert torch.equal(a, b), key
+
+
 def test_which_pools_it_computes():
     assert pool.window(nn.MaxPool2d(3, 2)) == (3, 2) and pool.window(nn.MaxPool2d((3, 3), (2, 2))) == (3, 2)
     assert pool.window(nn.MaxPool2d(2)) == (2, 2)  # stride defaults to the window
@@ -87,22 +107,27 @@ def test_which_pools_it_computes():
               nn.MaxPool2d(3, 2)]
     assert plan(layers, pool_first=True, fused_pool=True) == [
         ("layer", 0), ("pool_relu", 1), ("layer", 3), ("pool_relu_fused", 4)]
-    with pytest.raises(ValueError, match="needs pool_first"):
-        FastForward(create_model("d2l"), fold_conv1=False, fused_pool=True)
+    # without pool_first the pools run alone, after their ReLU
+    assert [s for s in plan(create_model("d2l").features, fused_pool=True) if s[0] != "layer"] == [
+        ("pool_fused", 2), ("pool_fused", 5), ("pool_fused", 12)]
+    with pytest.raises(ValueError, match="no max-pool the fused kernels compute"):
+        FastForward(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1)), fold_conv1=False,
+                    fused_pool=True)
 
 
 def test_a_pool_larger_than_its_input_is_a_clear_error(interpreted):
     with pytest.raises(ValueError, match="does not fit a 2x2 input"):
-        interpreted.pool_relu(nn.MaxPool2d(3, 2), torch.zeros(1, 1, 2, 2))
+        interpreted.max_pool(nn.MaxPool2d(3, 2), torch.zeros(1, 1, 2, 2))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_on_cuda_equals_the_eager_kernels(dtype):
+@pytest.mark.parametrize("relu", [True, False])
+def test_on_cuda_equals_the_eager_kernels(dtype, relu):
     """The d2l net's first pool at batch 64, channels-last as the trainer runs it: values equal, and gradients
     equal (CUDA's channels-last max-pool backward adds in fp32 in the same order)."""
     torch.manual_seed(0)
     x = torch.randn(64, 96, 54, 54, device="cuda").round(decimals=1).to(dtype)  # ties
     x = x.contiguous(memory_format=torch.channels_last)
-    (ref, ref_grad), (out, grad) = reference_and_fused(nn.MaxPool2d(3, 2), x, pool)
+    (ref, ref_grad), (out, grad) = reference_and_fused(nn.MaxPool2d(3, 2), x, pool, relu)
     assert out.dtype == dtype and same(out, ref) and same(grad, ref_grad)

@@ -97,8 +97,8 @@ def _measure(spec: BenchSpec, dataset, workers: int) -> dict:
 
 
 def _time_d2l(spec: BenchSpec, dataset, workers: int, device: torch.device) -> tuple[float, float, int, str]:
-    net = create_model(spec.model, in_channels=1, input_size=spec.input_size, num_classes=10,
-                       init="default").to(device)
+    options = {"init": "default", **spec.model_options}  # the same net as ours (the book keeps torch's init)
+    net = create_model(spec.model, in_channels=1, input_size=spec.input_size, num_classes=10, **options).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=spec.lr)
     loader = torch.utils.data.DataLoader(dataset, spec.batch_size, shuffle=True, num_workers=workers,
                                          drop_last=True)  # drop_last: a full batch every timed step, as ours

@@ -31,7 +31,9 @@ def format_bench(result: dict) -> str:
     """The table of `alexnet bench`, what its columns divide by, notes on how far to trust it, then the peaks."""
     c, o, base = result["config"], result["ours"], result["baseline"]
     sides = [(name, r) for name, r in (("ours", o), ("baseline", base)) if r is not None]
-    lines = [f"{c['model']} @{c['input_size']}, batch {c['batch_size']}{', compiled' if c['compile'] else ''}, "
+    options = "".join(f", {k}={v}" for k, v in sorted(c.get("model_options", {}).items()))
+    compiled = ", compiled" if c["compile"] else ""
+    lines = [f"{c['model']}{options} @{c['input_size']}, batch {c['batch_size']}{compiled}, "
              f"{'synthetic data' if c['synthetic'] else 'Fashion-MNIST'}; {c['steps']} timed steps after "
              f"{c['warmup']} warm-up; {result['device']}; torch {result['torch']}",
              *_table(sides, base), *_legend(sides, base), *_notes(sides, c["steps"]),

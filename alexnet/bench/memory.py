@@ -154,7 +154,8 @@ def max_batch(spec: BenchSpec, probes: tuple[int, int] = PROBES, budget_s: float
         result = search_max_batch(_peak_of(trainer, device, probes), lambda: _capacity(device), probes=probes,
                                   budget_s=budget_s)
         precision = trainer.precision
-    return {**result, "model": spec.model, "input_size": spec.input_size, "precision": precision.name,
+    return {**result, "model": spec.model, "model_options": spec.model_options, "input_size": spec.input_size,
+            "precision": precision.name,
             "channels_last": precision.channels_last, "device": torch.cuda.get_device_name(device),
             "total_memory_bytes": torch.cuda.get_device_properties(device).total_memory,
             "baseline_bytes": baseline, "seconds": time.perf_counter() - t0}

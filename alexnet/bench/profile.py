@@ -66,7 +66,8 @@ def profile_step(spec: BenchSpec) -> dict:
         batches = forever(trainer.data.train.batches)
         step = _step_figures(trainer, batches, spec, device)
         layers = _layer_rows(trainer, next(batches).images, device)
-    return {"model": spec.model, "input_size": spec.input_size, "batch_size": spec.batch_size,
+    return {"model": spec.model, "model_options": spec.model_options, "input_size": spec.input_size,
+            "batch_size": spec.batch_size,
             "precision": trainer.precision.name, "channels_last": trainer.precision.channels_last,
             "fast_paths": trainer.run_info["fast_paths"], "device": device_name(device), "torch": torch.__version__,
             "step": step, "layers": layers}
@@ -167,7 +168,8 @@ def _kernel_share(forward, backward) -> float | None:
 
 def format_profile(result: dict) -> str:
     s = result["step"]
-    lines = [f"profile: {result['model']} @{result['input_size']}, batch {result['batch_size']}, "
+    options = "".join(f", {k}={v}" for k, v in sorted(result.get("model_options", {}).items()))
+    lines = [f"profile: {result['model']}{options} @{result['input_size']}, batch {result['batch_size']}, "
              f"{result['precision']}{', channels_last' if result['channels_last'] else ''}; {result['device']}; "
              f"torch {result['torch']}", f"fast paths: {'; '.join(result['fast_paths'].values())}",
              f"{'unit':<14}{'layers':<28}{'output':>16}{'fwd ms':>9}{'bwd ms':>9}{'GFLOP':>9}{'GFLOP/s':>9}{'TC':>6}"]

@@ -20,7 +20,7 @@ import resource
 import statistics
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,7 @@ class BenchSpec:
     threads: int = 0                # CPU intra-op threads; 0 = torch's default
     lr: float = 0.01                # d2l 7.1's rate; plain SGD as the d2l preset
     remeasure_peak: bool = False    # measure the MFU's peak again, replacing the cached one
+    model_options: dict = field(default_factory=dict)  # create_model's options (--set model.two_column=true)
 
     def __post_init__(self):
         info = model_info(self.model)  # unknown model: AlexNetError
@@ -89,7 +90,7 @@ class BenchSpec:
     def to_config(self, data_dir: str | None) -> Config:
         """The trainer's config for this measurement: the d2l preset's data and optimiser (no augmentation,
         plain SGD), this spec's model, sizes and speed options; full batches only, so shapes never change."""
-        cfg = Config(preset="bench", model=ModelConfig(self.model),
+        cfg = Config(preset="bench", model=ModelConfig(self.model, dict(self.model_options)),
                      data=DataConfig(dataset="fashion-mnist", data_dir=data_dir, input_size=self.input_size),
                      optim=OptimConfig(lr=self.lr, momentum=0.0, weight_decay=0.0),
                      train=TrainConfig(epochs=1, batch_size=self.batch_size, eval_batch_size=self.batch_size,
@@ -185,12 +186,13 @@ def build_trainer(spec: BenchSpec, data_dir: str | None, scratch: Path):
 def flops_per_image(spec: BenchSpec) -> int:
     """Forward + backward FLOPs of one training image (torch's flop counter, on a CPU copy of the model)."""
     spec.to_config(None)  # a too-small input is a one-line error here, not a shape error in the counter
-    return _training_flops(spec.model, spec.input_size)
+    return _training_flops(spec.model, spec.input_size, tuple(sorted(spec.model_options.items())))
 
 
 @functools.cache
-def _training_flops(model: str, input_size: int) -> int:  # ours and the baseline share it: counted once
-    net = build_model(Config(model=ModelConfig(model), data=DataConfig(input_size=input_size)), num_classes=10)
+def _training_flops(model: str, input_size: int, options: tuple = ()) -> int:  # ours and the baseline: counted once
+    net = build_model(Config(model=ModelConfig(model, dict(options)), data=DataConfig(input_size=input_size)),
+                      num_classes=10)
     return training_flops(net, (1, input_size, input_size))
 
 

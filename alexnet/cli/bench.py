@@ -63,7 +63,8 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", help=f"time to accuracy: the recipe to train: {', '.join(preset_names())} "
                    "(default quick)")
     p.add_argument("--set", type=parse_option, action="append", metavar="KEY=VALUE",
-                   help="time to accuracy: config override, as `alexnet train --set`")
+                   help="time to accuracy: config override, as `alexnet train --set`; otherwise a model option "
+                        "(model.KEY=VALUE, e.g. model.two_column=true; `alexnet list keys`)")
     p.add_argument("--out", type=Path, help="time to accuracy: run folder (default runs/tta-PRESET-TIME)")
     p.set_defaults(func=cmd_bench)
 
@@ -72,12 +73,13 @@ def add_parser(sub) -> None:
 MODES = {
     "throughput": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "cuda_graphs",
                    "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "steps", "warmup", "threads",
-                   "synthetic", "baseline", "remeasure_peak"},
+                   "synthetic", "baseline", "remeasure_peak", "set"},
     "max-batch": {"model", "input_size", "precision", "channels_last", "compile", "space_to_depth", "pool_first",
-                  "fused_lrn", "fused_pool", "threads"},
+                  "fused_lrn", "fused_pool", "threads", "set"},
     "loader": {"input_size", "batch_size", "steps", "warmup", "synthetic"},
     "profile": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "cuda_graphs",
-                "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "steps", "warmup", "threads", "synthetic"},
+                "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "steps", "warmup", "threads", "synthetic",
+                "set"},
     "time-to-accuracy": {"preset", "set", "out"},
 }
 DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "auto", "channels_last": "auto", "cuda_graphs": "auto",
@@ -125,7 +127,8 @@ def cmd_bench(args) -> int:
                      compile=args.compile, cuda_graphs=args.cuda_graphs, space_to_depth=args.space_to_depth,
                      pool_first=args.pool_first, fused_lrn=args.fused_lrn, fused_pool=args.fused_pool,
                      steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
-                     data_dir=args.data_dir, threads=args.threads, remeasure_peak=args.remeasure_peak)
+                     data_dir=args.data_dir, threads=args.threads, remeasure_peak=args.remeasure_peak,
+                     model_options=_model_options(args.set or []))
     if args.profile:
         from alexnet.bench.profile import format_profile, profile_step
 
@@ -135,12 +138,25 @@ def cmd_bench(args) -> int:
     if args.max_batch:
         result = max_batch(spec)
         print(json.dumps(result) if args.json else
-              f"{spec.model} @{spec.input_size}, {spec.precision}: largest training batch {result['max_batch']} "
+              f"{spec.model}{''.join(f', {k}={v}' for k, v in sorted(spec.model_options.items()))} "
+              f"@{spec.input_size}, {spec.precision}: largest training batch {result['max_batch']} "
               f"on {result['device']} (tried {result['tried']})")
         return 0
     result = run_bench(spec, baseline=args.baseline)
     print(json.dumps(result) if args.json else format_bench(result))
     return 0
+
+
+def _model_options(pairs: list[tuple[str, object]]) -> dict:
+    """--set model.KEY=VALUE outside time to accuracy: the model's options (the rest has its own flags)."""
+    options = {}
+    for key, value in pairs:
+        section, _, option = key.partition(".")
+        if section != "model" or not option or option == "name":
+            raise AlexNetError(f"--set {key}: outside --time-to-accuracy, --set takes model options only "
+                               f"(model.KEY=VALUE; the model is --model, the rest have their own flags)")
+        options[option] = value
+    return options
 
 
 def _time_to_accuracy(args) -> int:

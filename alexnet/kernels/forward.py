@@ -11,8 +11,8 @@ parameters (the modules, their `state_dict` and `alexnet summary` stay the book'
   whose maximum is <= 0 routes it to an element whose ReLU gradient is 0 in one order and masks it with the ReLU's
   zero gradient in the other; the elements that do receive gradient add the same terms in the same order.
   (A tanh does not qualify: rounding makes it flat where its input is not, which would move the arg-max.)
-* `fused_pool`: that max-pool and ReLU as one pair of Triton kernels on CUDA (`alexnet.kernels.pool`): int8
-  arg-max codes instead of int64 indices, the ReLU inside; bit-equal to the two in fp32.
+* `fused_pool`: each max-pool as one pair of Triton kernels on CUDA (`alexnet.kernels.pool`): int8 arg-max codes
+  instead of int64 indices; with `pool_first` the ReLU runs inside it. Bit-equal to torch's in fp32.
 * `fused_lrn`: the paper's local response normalisation as one autograd Function with its analytic backward
   (`alexnet.kernels.lrn`): 5 kernels forward and 6 backward where the plain module runs ~13 and ~20, equal to it
   within a few ulp in fp32 (bf16: one rounding of the window sum instead of n).
@@ -26,7 +26,8 @@ from torch import nn
 
 from alexnet.kernels import conv1, lrn, pool
 
-Step = tuple[str, int]  # (what, index of its first layer): "layer" | "fold" | "pool_relu" | "pool_relu_fused" | "lrn"
+# (what, index of its first layer): "layer" | "fold" | "pool_relu" | "pool_relu_fused" | "pool_fused" | "lrn"
+Step = tuple[str, int]
 
 
 def pool_follows_relu(layers: Sequence[nn.Module], i: int) -> bool:
@@ -46,6 +47,8 @@ def plan(layers: Sequence[nn.Module], *, fold_first: bool = False, pool_first: b
         elif pool_first and pool_follows_relu(layers, i):
             steps.append(("pool_relu_fused" if fused_pool and pool.applies(layers[i + 1]) else "pool_relu", i))
             i += 1  # the max-pool is part of this step
+        elif fused_pool and type(layers[i]) is nn.MaxPool2d and pool.applies(layers[i]):
+            steps.append(("pool_fused", i))
         elif fused_lrn and lrn.applies(layers[i]):
             steps.append(("lrn", i))
         else:
@@ -62,7 +65,9 @@ def run(layers: Sequence[nn.Module], steps: list[Step], x: torch.Tensor) -> torc
         elif what == "pool_relu":
             x = torch.relu_(layers[i + 1](x))  # in place: max-pool's backward keeps its input and indices only
         elif what == "pool_relu_fused":
-            x = pool.pool_relu(layers[i + 1], x)
+            x = pool.max_pool(layers[i + 1], x, relu=True)
+        elif what == "pool_fused":
+            x = pool.max_pool(layers[i], x)
         elif what == "lrn":
             x = lrn.fused(layers[i], x)
         else:
@@ -78,6 +83,11 @@ def _features(model: nn.Module) -> list[nn.Module]:
 def has_pool_after_relu(model: nn.Module) -> bool:
     layers = _features(model)
     return any(pool_follows_relu(layers, i) for i in range(len(layers)))
+
+
+def has_fusable_pool(model: nn.Module) -> bool:
+    """Whether the net's features hold a max-pool `fused_pool` computes."""
+    return any(pool.applies(layer) for layer in _features(model))
 
 
 def has_lrn(model: nn.Module) -> bool:
@@ -97,8 +107,8 @@ class FastForward(nn.Module):
             raise ValueError("the model's first layer is not a strided square convolution (features[0])")
         if pool_first and not has_pool_after_relu(model):
             raise ValueError("the model has no ReLU followed by a max-pool in its features")
-        if fused_pool and not pool_first:
-            raise ValueError("fused_pool is a form of pool_first: it needs pool_first")
+        if fused_pool and not has_fusable_pool(model):
+            raise ValueError("the model has no max-pool the fused kernels compute (square, unpadded, floor mode)")
         if fused_lrn and not has_lrn(model):
             raise ValueError("the model has no local response normalisation in its features")
         self.model = model

@@ -1,27 +1,27 @@
-"""A max-pool followed by a ReLU (the `pool_first` order of a net's ReLU -> max-pool, alexnet.kernels.forward) as
-one pair of Triton kernels, forward and backward, for CUDA (issue #21, item 4: max-pool was 24 % of the d2l
-step's GPU time on an H200, and its eager kernels ran well below the memory's rate: the first pool of batch 256,
-bf16, moves ~310 MB forward (input, output, int64 indices) and as much backward, 0.30 and 0.55 ms there: 1.0 and
-0.56 TB/s of the H200's 4.8).
+"""A max-pool, alone or followed by a ReLU (the `pool_first` order of a net's ReLU -> max-pool,
+alexnet.kernels.forward), as one pair of Triton kernels, forward and backward, for CUDA (issue #21, item 4: max-pool
+was 24 % of the d2l step's GPU time on an H200, and its eager kernels ran well below the memory's rate: the first
+pool of batch 256, bf16, moves ~310 MB forward (input, output, int64 indices) and as much backward, 0.30 and 0.55 ms
+there: 1.0 and 0.56 TB/s of the H200's 4.8).
 
 Forward, one program per block of output elements: the window's maximum, first index on ties and NaN taken as the
-maximum (torch's own rule, CPU and CUDA), then the ReLU. Besides the output it stores one int8 per output: the
-position of the maximum in its window (0 .. k*k-1), or -1 where the ReLU's gradient is zero (a maximum <= 0;
-torch's ReLU passes the gradient of a NaN). Eager PyTorch stores an int64 index per output instead, and runs the
-ReLU as two more kernels. Expected traffic of the first pool: ~190 MB forward and backward each.
+maximum (torch's own rule, CPU and CUDA), then the ReLU if asked. Besides the output it stores one int8 per output:
+the position of the maximum in its window (0 .. k*k-1), or, with the ReLU, -1 where the ReLU's gradient is zero (a
+maximum <= 0; torch's ReLU passes the gradient of a NaN). Eager PyTorch stores an int64 index per output instead,
+and runs the ReLU as two more kernels. Expected traffic of the first pool: ~190 MB forward and backward each.
 
-Backward, one program per block of input elements, a gather (no atomics, deterministic): each input element adds
-the gradients of the at most ceil(k/s)^2 windows that hold it and chose it, in ascending (row, column) order of
-the windows, in fp32, rounded once. That is the order in which torch's backward (CUDA's channels-last gather, the
-CPU's scatter) adds them, so in fp32 the gradient equals torch's max_pool2d + relu bit for bit.
+Backward, one program per block of input elements, a gather (no atomics, deterministic): each input element adds the
+gradients of the at most ceil(k/s)^2 windows that hold it and chose it, in ascending (row, column) order of the
+windows, in fp32, rounded once. That is the order in which torch's backward (CUDA's channels-last gather, the CPU's
+scatter) adds them, so in fp32 the gradient equals torch's max_pool2d + relu bit for bit.
 
-Both kernels read the tensors as they lie in memory (channels-last, the trainer's layout on a GPU, or
-contiguous NCHW) and write outputs in the same layout. Supported pools: square window and stride, no padding, no
-dilation, floor mode (every pool of alexnet.models); `applies` says which. Under TRITON_INTERPRET=1 (set before
-this module is imported) the kernels run on CPU tensors through Triton's interpreter, which is how the tests
-check them without a GPU (fp32: the interpreter has no bf16). They call no triton.language function that is
-itself a @triton.jit function (tl.zeros is; tl.full is not): triton is imported before a test switches the
-interpreter on, and such a function would stay compiled-only.
+Both kernels read the tensors as they lie in memory (channels-last, the trainer's layout on a GPU, or contiguous
+NCHW) and write outputs in the same layout. Supported pools: square window and stride, no padding, no dilation,
+floor mode (every pool of alexnet.models); `applies` says which. Under TRITON_INTERPRET=1 (set before this module is
+imported) the kernels run on CPU tensors through Triton's interpreter, which is how the tests check them without a
+GPU (fp32: the interpreter has no bf16). They call no triton.language function that is itself a @triton.jit function
+(tl.zeros is; tl.full is not): triton is imported before a test switches the interpreter on, and such a function
+would stay compiled-only.
 """
 
 from typing import Any
@@ -87,7 +87,7 @@ if triton is not None:
         return ((n * C + c) * H + h) * W + w
 
     @triton.jit
-    def _forward(x, out, code, total, C, H, W, OH, OW, K: tl.constexpr, S: tl.constexpr,
+    def _forward(x, out, code, total, C, H, W, OH, OW, K: tl.constexpr, S: tl.constexpr, RELU: tl.constexpr,
                  CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
         i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = i < total
@@ -101,9 +101,12 @@ if triton is not None:
                 take = (v > best) | (v != v)  # first maximum; NaN wins and propagates, as in torch
                 best = tl.where(take, v, best)
                 arg = tl.where(take, kh * K + kw, arg)
-        relu = tl.where(best < 0, 0.0, best)  # NaN stays NaN, as torch.relu
-        tl.store(out + i, relu.to(out.dtype.element_ty), mask=mask)
-        tl.store(code + i, tl.where(best <= 0, -1, arg).to(tl.int8), mask=mask)  # ReLU: gradient where not <= 0
+        if RELU:
+            tl.store(out + i, tl.where(best < 0, 0.0, best).to(out.dtype.element_ty), mask=mask)  # NaN stays NaN
+            arg = tl.where(best <= 0, -1, arg)  # the ReLU passes a gradient where the maximum is not <= 0
+        else:
+            tl.store(out + i, best.to(out.dtype.element_ty), mask=mask)
+        tl.store(code + i, arg.to(tl.int8), mask=mask)
 
     @triton.jit
     def _backward(grad_out, code, grad_in, total, C, H, W, OH, OW, K: tl.constexpr, S: tl.constexpr,
@@ -138,11 +141,12 @@ def _grid(total: int) -> tuple[int]:
     return (triton.cdiv(total, BLOCK),)
 
 
-class PoolReLU(torch.autograd.Function):
-    """relu(max_pool2d(x, k, s)) with an int8 arg-max code saved for backward (module docstring)."""
+class MaxPool(torch.autograd.Function):
+    """max_pool2d(x, k, s), and its ReLU if `relu`, with an int8 arg-max code saved for backward (module
+    docstring)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, k: int, s: int) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, k: int, s: int, relu: bool) -> torch.Tensor:
         fmt, channels_last = _layout(x)
         x = x.contiguous(memory_format=fmt)
         n, c, h, w = x.shape
@@ -152,14 +156,14 @@ class PoolReLU(torch.autograd.Function):
         out = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=fmt)
         code = torch.empty((n, c, oh, ow), dtype=torch.int8, device=x.device, memory_format=fmt)
         if out.numel():
-            _forward[_grid(out.numel())](x, out, code, out.numel(), c, h, w, oh, ow, K=k, S=s,
+            _forward[_grid(out.numel())](x, out, code, out.numel(), c, h, w, oh, ow, K=k, S=s, RELU=relu,
                                          CHANNELS_LAST=channels_last, BLOCK=BLOCK)
         ctx.save_for_backward(code)
         ctx.geometry = (x.shape, x.dtype, k, s, fmt, channels_last)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (code,) = ctx.saved_tensors
         shape, dtype, k, s, fmt, channels_last = ctx.geometry
         grad = grad.contiguous(memory_format=fmt)
@@ -168,10 +172,10 @@ class PoolReLU(torch.autograd.Function):
         if grad_in.numel():
             _backward[_grid(grad_in.numel())](grad, code, grad_in, grad_in.numel(), c, h, w, code.shape[2],
                                               code.shape[3], K=k, S=s, CHANNELS_LAST=channels_last, BLOCK=BLOCK)
-        return grad_in, None, None
+        return grad_in, None, None, None
 
 
-def pool_relu(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """relu(pool(x)) for a max-pool that `applies`, as the fused kernels; x is N x C x H x W."""
+def max_pool(pool: nn.Module, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """pool(x), or relu(pool(x)), for a max-pool that `applies`, as the Triton kernels; x is N x C x H x W."""
     k, s = window(pool)  # type: ignore[misc]
-    return PoolReLU.apply(x, k, s)
+    return MaxPool.apply(x, k, s, relu)

@@ -10,11 +10,11 @@ the device and the config, named with its reason in the banner and `config.yaml`
 * `train.pool_first` (auto | true | false): each ReLU followed by a max-pool runs as the max-pool, then the ReLU
   (`alexnet.kernels.forward`), exact in values and gradients; auto takes it wherever the net has the pair: the
   ReLU's forward and backward then touch ~4x fewer elements, on every device.
-* `train.fused_pool` (auto | true | false): each such max-pool and ReLU as one pair of Triton kernels
-  (`alexnet.kernels.pool`): the arg-max kept as one int8 per output instead of torch's int64 index, the ReLU
-  inside, bit-equal in fp32. It applies on CUDA with Triton, with pool_first, outside torch.compile (inductor
-  generates its own pool). auto leaves it off until an H200 run has measured it against the eager kernels
-  (`benchmarks/run_gpu.sh`, bench variant `fused_pool`): a default follows a measurement.
+* `train.fused_pool` (auto | true | false): each max-pool as one pair of Triton kernels (`alexnet.kernels.pool`):
+  the arg-max kept as one int8 per output instead of torch's int64 index, and with pool_first the ReLU inside;
+  bit-equal in fp32. It applies on CUDA with Triton, outside torch.compile (inductor generates its own pool). auto
+  leaves it off until an H200 run has measured it against the eager kernels (`benchmarks/run_gpu.sh`, bench variant
+  `fused_pool`): a default follows a measurement.
 * `train.fused_lrn` (auto | true | false): the paper's LRN as one autograd Function with its analytic backward
   (`alexnet.kernels.lrn`), equal to the plain module within a few ulp; auto takes it when the step is not compiled
   (torch.compile fuses the plain module's ops itself, about as fast on a CPU): 11 kernels for ~33, 1.9-4.7x the
@@ -29,7 +29,7 @@ from alexnet.base.errors import AlexNetError
 from alexnet.config import Config
 from alexnet.kernels import pool
 from alexnet.kernels.conv1 import first_conv
-from alexnet.kernels.forward import has_lrn, has_pool_after_relu
+from alexnet.kernels.forward import has_fusable_pool, has_lrn, has_pool_after_relu
 from alexnet.runtime.distributed import DistEnv
 from alexnet.runtime.precision import Precision
 
@@ -82,14 +82,12 @@ def pool_first(cfg: Config, model: torch.nn.Module) -> Choice:
                   "auto: max-pool before ReLU, exact; the ReLU touches ~4x fewer elements", True)
 
 
-def fused_pool(cfg: Config, device: torch.device, model: torch.nn.Module, pool_first: Choice) -> Choice:
-    pools = [m for m in getattr(model, "features", []) if isinstance(m, torch.nn.MaxPool2d)]
+def fused_pool(cfg: Config, device: torch.device, model: torch.nn.Module) -> Choice:
     blocker = ("not a CUDA device: the kernels are Triton's" if device.type != "cuda" else
                "Triton is not installed" if not pool.available() else
                "torch.compile generates its own pool" if cfg.train.compile else
-               "pool_first is off: the fused kernels are its form" if not pool_first.on else
-               f"{cfg.model.name}'s max-pools are not square, unpadded, floor-mode" if not any(map(pool.applies, pools))
-               else None)
+               f"{cfg.model.name} has no square, unpadded, floor-mode max-pool" if not has_fusable_pool(model) else
+               None)
     return decide(cfg.train.fused_pool, "fused_pool", blocker,
                   "auto: off until measured against the eager kernels on a GPU (train.fused_pool: true)", False)
 
@@ -106,8 +104,8 @@ def choose(cfg: Config, device: torch.device, env: DistEnv, precision: Precision
         -> dict[str, Choice]:
     """Every fast path's choice for this run, by name (the banner's and config.yaml's order)."""
     choices = {"space_to_depth": space_to_depth(cfg, device, model), "pool_first": pool_first(cfg, model),
-               "fused_lrn": fused_lrn(cfg, device, model), "cuda_graphs": cuda_graphs(cfg, device, env, precision)}
-    choices["fused_pool"] = fused_pool(cfg, device, model, choices["pool_first"])
+               "fused_lrn": fused_lrn(cfg, device, model), "fused_pool": fused_pool(cfg, device, model),
+               "cuda_graphs": cuda_graphs(cfg, device, env, precision)}
     return choices
 
 
