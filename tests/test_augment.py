@@ -232,6 +232,54 @@ def test_gaussian_noise_has_the_requested_std():
     assert clamped.min() >= 0 and clamped.max() <= 1
 
 
+# --- random erasing --------------------------------------------------------------------------------------------
+
+def test_random_erasing_sets_one_box_per_sample_as_torchvision_erase():
+    """Every sample's change is one box of `value` in all channels, the box `erasing_boxes` drew for it (the
+    generator replayed), and equal to torchvision's erase(i, j, h, w, value) there."""
+    x = torch.rand(64, 3, 28, 28) * 0.9 + 0.05  # no pixel is 0 or 1 already
+    out = A.random_erasing(x, p=0.5, value=0.0, generator=gen(3))
+    g = gen(3)
+    apply = torch.rand(64, generator=g) < 0.5
+    top, left, height, width, found = A.erasing_boxes(64, 28, 28, generator=g)
+    erased = 0
+    for b in range(64):
+        if apply[b] and found[b]:
+            i, j, h, w = (int(t[b]) for t in (top, left, height, width))
+            assert torch.equal(out[b], TF.erase(x[b], i, j, h, w, torch.tensor(0.0)))
+            erased += h * w > 0
+        else:
+            assert torch.equal(out[b], x[b])
+    assert 20 <= erased <= 44  # about half of 64
+    assert torch.equal(A.random_erasing(x, p=0.0, generator=gen()), x)
+    ones = A.random_erasing(x, p=1.0, value=1.0, generator=gen())
+    assert ((ones == 1.0).flatten(1).any(1)).all()  # p = 1: every sample, in [0, 1] pixel units
+
+
+def test_erasing_boxes_follow_torchvision_sampling():
+    """The boxes' sizes against torchvision's own RandomErasing.get_params drawn as often: the same distribution
+    (mean height, width and area within a few standard errors), strictly inside, at uniform offsets."""
+    from torchvision.transforms import RandomErasing
+
+    n, h, w = 4000, 28, 28
+    top, left, height, width, found = A.erasing_boxes(n, h, w, generator=gen())
+    assert found.all() and (height < h).all() and (width < w).all()
+    assert (top >= 0).all() and (top + height <= h).all() and (left >= 0).all() and (left + width <= w).all()
+    torch.manual_seed(0)
+    theirs = torch.tensor([RandomErasing.get_params(torch.zeros(1, h, w), scale=(0.02, 0.33), ratio=(0.3, 3.3),
+                                                    value=[0.0])[2:4] for _ in range(n)], dtype=torch.float64)
+    ours = torch.stack([height, width], 1).double()
+    for a, b in ((ours, theirs), (ours.prod(1, keepdim=True), theirs.prod(1, keepdim=True))):
+        stderr = (a.var(0) / n + b.var(0) / n).sqrt()
+        assert ((a.mean(0) - b.mean(0)).abs() < 4 * stderr).all(), (a.mean(0), b.mean(0))
+    assert top.double().mean() / (h - height).double().mean() == pytest.approx(0.5, abs=0.05)
+    # a box that can never fit (every draw at full area) is no box: the image is left alone, as torchvision's
+    _, _, _, _, none = A.erasing_boxes(8, 10, 10, scale=(1.0, 1.0), ratio=(1.0, 1.0), generator=gen())
+    assert not none.any()
+    x = torch.rand(8, 1, 10, 10)
+    assert torch.equal(A.random_erasing(x, p=1.0, scale=(1.0, 1.0), ratio=(1.0, 1.0), generator=gen()), x)
+
+
 # --- pipeline --------------------------------------------------------------------------------------------------
 
 SEVERAL = [{"op": "random_crop", "padding": 2}, {"op": "hflip"}, {"op": "rotate", "degrees": 10},
@@ -253,7 +301,8 @@ def test_pipeline_is_seeded():
 RANDOM_SPECS = [{"op": "random_crop", "padding": 3}, {"op": "random_resized_crop"}, {"op": "hflip"},
                 {"op": "vflip"}, {"op": "rotate"}, {"op": "color_jitter", "brightness": 0.4},
                 {"op": "color_jitter", "contrast": 0.4}, {"op": "color_jitter", "saturation": 0.4},
-                {"op": "color_temperature"}, {"op": "pca_lighting"}, {"op": "gaussian_noise"}]
+                {"op": "color_temperature"}, {"op": "pca_lighting"}, {"op": "gaussian_noise"},
+                {"op": "random_erasing", "p": 1.0}]
 
 
 @pytest.mark.parametrize("spec", RANDOM_SPECS, ids=lambda s: "-".join(map(str, s.values())))
@@ -262,7 +311,7 @@ def test_each_random_op_draws_per_sample(spec):
     out = build_pipeline([spec], input_size=12, stats=rgb_stats())(image.expand(16, -1, -1, -1), gen())
     distinct = len({tuple(o.flatten().tolist()) for o in out})
     # A flip has two outcomes; a crop offset 49 (several samples may share one); the rest are continuous.
-    expected = {"hflip": 2, "vflip": 2, "random_crop": 5}.get(spec["op"], 16)
+    expected = {"hflip": 2, "vflip": 2, "random_crop": 5, "random_erasing": 12}.get(spec["op"], 16)
     assert distinct >= expected
 
 
@@ -286,7 +335,8 @@ def test_no_ops_resizes_like_d2l_and_normalises():
 def test_every_op_builds_with_its_defaults():
     images = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8)
     assert list_ops() == sorted(["random_crop", "random_resized_crop", "hflip", "vflip", "rotate", "color_jitter",
-                                 "color_temperature", "pca_lighting", "gaussian_noise", "resize", "center_crop"])
+                                 "color_temperature", "pca_lighting", "gaussian_noise", "random_erasing", "resize",
+                                 "center_crop"])
     for name in list_ops():
         pipe = build_pipeline([{"op": name}], input_size=16, stats=rgb_stats())
         assert pipe(images, gen()).shape == (4, 3, 16, 16), name
@@ -304,6 +354,8 @@ def test_every_op_builds_with_its_defaults():
     ({"op": "random_resized_crop", "scale": [0.9, 0.1]}, GREY, "'random_resized_crop'.*'scale'"),
     ({"op": "random_resized_crop", "ratio": [1.0]}, GREY, "'random_resized_crop'.*'ratio' must be a pair"),
     ({"op": "pca_lighting"}, GREY, "'pca_lighting'.*RGB"),
+    ({"op": "random_erasing", "value": 2}, GREY, r"'random_erasing'.*'value' must be in \[0, 1\]"),
+    ({"op": "random_erasing", "scale": [0.0, 0.3]}, GREY, "'random_erasing'.*'scale'"),
     ({"padding": 2}, GREY, "must be a table with an 'op'"),
 ])
 def test_build_pipeline_rejects_bad_specs_in_one_line(spec, stats, message):

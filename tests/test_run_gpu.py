@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"tests": {"passed", "failed", "exit_status"}, "profile": {"plain", "fast", "goals"},
@@ -91,6 +92,40 @@ def benchmark_module(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_the_d2l_fast_candidates_are_chosen_by_validation(tmp_path):
+    """Stage d2l_fast_candidates at toy size after d2l_fast: every candidate trained with its overrides (read back
+    from the run's config.yaml), the preset's own run beside them, the best by validation accuracy; one that would
+    not fit the budget is skipped and said, which fails nothing."""
+    from synthetic import write_fashion_mnist
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_gpu
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=96, n_test=64)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_gpu.py"), "--smoke", "--out",
+                           str(tmp_path / "gpu"), "--data-dir", str(data), "--stages", "d2l_fast,d2l_fast_candidates"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
+    found = summary["stages"]["d2l_fast_candidates"]
+    rows = found["candidates"]
+    assert set(rows) == {*run_gpu.D2L_FAST_CANDIDATES, "preset"} and summary["failed_stages"] == []
+    assert rows["preset"] == {k: v for k, v in summary["stages"]["d2l_fast"].items() if k != "goals"}
+    assert found["best_by_val"] == max(rows, key=lambda k: rows[k]["val_acc"])
+    config = yaml.safe_load((Path(rows["erasing_lr_0.04"]["run"]) / "config.yaml").read_text())
+    assert config["optim"]["lr"] == 0.04 and config["data"]["train_augment"][-1]["op"] == "random_erasing"
+    assert "best by validation" in (tmp_path / "gpu" / "tables.md").read_text()
+
+    runner = run_gpu.Runner(tmp_path / "again", str(data), smoke=True, budget=1.0)  # no time for a second run
+    runner.train = lambda name, preset, *overrides: {"val_acc": 0.5, "test_acc": 0.5, "wall_s": 60.0, "run": name}
+    skipped = run_gpu.stage_d2l_fast_candidates(runner)["candidates"]
+    assert "val_acc" in skipped["erasing"] and "budget" in skipped["erasing_lr_0.04"]["skipped"]
+    assert run_gpu.failed({"smoke": True, "stages": {"d2l_fast_candidates": {"candidates": skipped}}}) == []
 
 
 @pytest.mark.distributed

@@ -1,6 +1,6 @@
 """Batched, per-sample image augmentation on the device: the AlexNet paper's (Krizhevsky et al. 2012, section 4.1)
 random crops, horizontal reflections and PCA lighting, plus the usual extras (resized crops, rotation, colour
-jitter, colour temperature, noise) and the paper's 10-crop test-time view (section 4.1, "at test time").
+jitter, colour temperature, noise, random erasing) and the paper's 10-crop test-time view (section 4.1, "at test time").
 
 Every op takes a float batch (B, C, H, W) in [0, 1] on any device and draws its per-sample parameters from
 `generator` (which lives on that device) with ONE call per parameter: no Python loop over samples, so a batch
@@ -267,6 +267,41 @@ def gaussian_noise(x: torch.Tensor, std: float = 0.05, generator=None) -> torch.
     """Add independent N(0, std) noise to every pixel, std in [0, 1] pixel units; clamped to [0, 1]."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + std * noise).clamp(0, 1)
+
+
+# --- occlusion -------------------------------------------------------------------------------------------------
+
+def erasing_boxes(b: int, h: int, w: int, scale=(0.02, 0.33), ratio=(0.3, 3.3), generator=None, device=None,
+                  attempts: int = 10) -> tuple[torch.Tensor, ...]:
+    """torchvision's `RandomErasing.get_params` for b samples at once: per sample, the first of `attempts` draws
+    (area U(scale) x h x w, aspect ratio exp(U(log ratio)), sides rounded half to even) whose box fits strictly
+    inside, at a uniform position. Returns (top, left, height, width, found), each (b,); a sample with no fitting
+    draw has found False (torchvision then leaves the image as it is)."""
+    area = h * w * _uniform(scale[0], scale[1], b * attempts, generator, device).view(b, attempts)
+    aspect = torch.exp(_uniform(math.log(ratio[0]), math.log(ratio[1]), b * attempts, generator, device)
+                       ).view(b, attempts)
+    heights, widths = torch.round(torch.sqrt(area * aspect)), torch.round(torch.sqrt(area / aspect))
+    fits = (heights < h) & (widths < w)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first fitting draw (argmax: first maximum)
+    height, width = heights.gather(1, first).squeeze(1).long(), widths.gather(1, first).squeeze(1).long()
+    top = (torch.rand(b, generator=generator, device=device) * (h - height + 1)).floor().long()
+    left = (torch.rand(b, generator=generator, device=device) * (w - width + 1)).floor().long()
+    return top, left, height, width, fits.any(dim=1)
+
+
+def random_erasing(x: torch.Tensor, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value: float = 0.0,
+                   generator=None) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017; torchvision's `RandomErasing`, its defaults): with probability p per
+    sample, a box of `erasing_boxes` set to `value` in every channel. `value` is in [0, 1] pixel units, before
+    normalisation (0: black, Fashion-MNIST's background)."""
+    b, _, h, w = x.shape
+    apply = torch.rand(b, generator=generator, device=x.device) < p
+    top, left, height, width, found = erasing_boxes(b, h, w, scale, ratio, generator, x.device)
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + height)[:, None])  # (B, H)
+    in_cols = (cols >= left[:, None]) & (cols < (left + width)[:, None])  # (B, W)
+    box = in_rows[:, :, None] & in_cols[:, None, :] & (apply & found)[:, None, None]
+    return x.masked_fill(box.unsqueeze(1), value)
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:

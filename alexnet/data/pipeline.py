@@ -159,6 +159,10 @@ OPS: dict[str, _Op] = {
     "color_temperature": _Op(A.color_temperature, {"strength": _Param("float", 0.1, _unit)}, random=True),
     "pca_lighting": _Op(A.pca_lighting, {"std": _Param("float", 0.1, _non_negative)}, random=True),
     "gaussian_noise": _Op(A.gaussian_noise, {"std": _Param("float", 0.05, _non_negative)}, random=True),
+    "random_erasing": _Op(A.random_erasing, {"p": _Param("float", 0.5, _unit),
+                                             "scale": _Param("pair", (0.02, 0.33), _scale),
+                                             "ratio": _Param("pair", (0.3, 3.3), _ratio),
+                                             "value": _Param("float", 0.0, _unit)}, random=True),
     "resize": _Op(A.resize, {"size": _Param("int", INPUT_SIZE, _positive)}, random=False),
     "center_crop": _Op(A.center_crop, {"size": _Param("int", INPUT_SIZE, _positive)}, random=False),
 }
