@@ -115,6 +115,29 @@ def test_which_pools_it_computes():
                     fused_pool=True)
 
 
+def test_what_the_kernels_do_not_compute_is_said_or_left_to_torch(interpreted):
+    """fp64 runs torch's pool (the kernels would round it to fp32); no gradient needed, no codes kept; a second
+    derivative raises; an inf or NaN gradient of a window flows only to the element that window chose."""
+    p = nn.MaxPool2d(3, 2)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64) * (1 + 2**-40)
+    assert torch.equal(interpreted.max_pool(p, x, relu=True), torch.relu(p(x)))
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        assert torch.equal(interpreted.max_pool(p, x), p(x))
+    t, v = x.clone().requires_grad_(), torch.ones(2, 3, 4, 4, requires_grad=True)
+    (grad,) = torch.autograd.grad(interpreted.max_pool(p, t), t, grad_outputs=v, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()  # torch's pool gives dgrad/dv here; this one says it cannot
+    g = torch.randn(2, 3, 4, 4)
+    g[0, 0, 1, 1], g[1, 2, 0, 3] = float("inf"), float("nan")
+    results = []
+    for f in (p, lambda u: interpreted.max_pool(p, u)):
+        u = x.clone().requires_grad_()
+        f(u).backward(g)
+        results.append(u.grad)
+    assert same(results[1], results[0]) and results[0].isinf().sum() == 1 and results[0].isnan().sum() == 1
+
+
 def test_a_pool_larger_than_its_input_is_a_clear_error(interpreted):
     with pytest.raises(ValueError, match="does not fit a 2x2 input"):
         interpreted.max_pool(nn.MaxPool2d(3, 2), torch.zeros(1, 1, 2, 2))
@@ -123,11 +146,13 @@ def test_a_pool_larger_than_its_input_is_a_clear_error(interpreted):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("relu", [True, False])
-def test_on_cuda_equals_the_eager_kernels(dtype, relu):
+@pytest.mark.parametrize("channels", [96, 40])  # 40: not a multiple of 16, the kernels' loads are not vectorised
+def test_on_cuda_equals_the_eager_kernels(dtype, relu, channels):
     """The d2l net's first pool at batch 64, channels-last as the trainer runs it: values equal, and gradients
-    equal (CUDA's channels-last max-pool backward adds in fp32 in the same order)."""
+    equal (CUDA's channels-last max-pool backward adds in fp32 in the same order); ties, NaN and -0.0 included."""
     torch.manual_seed(0)
-    x = torch.randn(64, 96, 54, 54, device="cuda").round(decimals=1).to(dtype)  # ties
+    x = torch.randn(64, channels, 54, 54, device="cuda").round(decimals=1).to(dtype)  # ties
+    x[0, 0, 3, 3], x[1, 1, 5, 5], x[2, 2] = float("nan"), -0.0, -1.0
     x = x.contiguous(memory_format=torch.channels_last)
     (ref, ref_grad), (out, grad) = reference_and_fused(nn.MaxPool2d(3, 2), x, pool, relu)
     assert out.dtype == dtype and same(out, ref) and same(grad, ref_grad)

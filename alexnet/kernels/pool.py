@@ -24,6 +24,7 @@ GPU (fp32: the interpreter has no bf16). They call no triton.language function t
 would stay compiled-only.
 """
 
+import contextlib
 from typing import Any
 
 import torch
@@ -83,13 +84,24 @@ if triton is not None:
     @triton.jit
     def _offset(n, c, h, w, C, H, W, CHANNELS_LAST: tl.constexpr):
         if CHANNELS_LAST:
-            return ((n * H + h) * W + w) * C + c
-        return ((n * C + c) * H + h) * W + w
+            offset = ((n * H + h) * W + w) * C + c
+        else:
+            offset = ((n * C + c) * H + h) * W + w
+        return offset
+
+    @triton.jit
+    def _indices(BLOCK: tl.constexpr, INT64: tl.constexpr):
+        """This program's flat indices: int32 arithmetic (a quarter of the instructions of int64's divisions)
+        unless the tensor holds 2^31 elements or more."""
+        program = tl.program_id(0)
+        if INT64:
+            program = program.to(tl.int64)
+        return program * BLOCK + tl.arange(0, BLOCK)
 
     @triton.jit
     def _forward(x, out, code, total, C, H, W, OH, OW, K: tl.constexpr, S: tl.constexpr, RELU: tl.constexpr,
-                 CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
-        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+                 CODE: tl.constexpr, CHANNELS_LAST: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+        i = _indices(BLOCK, INT64)
         mask = i < total
         n, c, oh, ow = _position(i, C, OH, OW, CHANNELS_LAST)
         best = tl.full([BLOCK], float("-inf"), tl.float32)
@@ -106,12 +118,13 @@ if triton is not None:
             arg = tl.where(best <= 0, -1, arg)  # the ReLU passes a gradient where the maximum is not <= 0
         else:
             tl.store(out + i, best.to(out.dtype.element_ty), mask=mask)
-        tl.store(code + i, arg.to(tl.int8), mask=mask)
+        if CODE:  # for the backward; evaluation needs none
+            tl.store(code + i, arg.to(tl.int8), mask=mask)
 
     @triton.jit
     def _backward(grad_out, code, grad_in, total, C, H, W, OH, OW, K: tl.constexpr, S: tl.constexpr,
-                  CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
-        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+                  CHANNELS_LAST: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+        i = _indices(BLOCK, INT64)
         mask = i < total
         n, c, h, w = _position(i, C, H, W, CHANNELS_LAST)
         R: tl.constexpr = (K + S - 1) // S  # windows per axis that can hold one element
@@ -126,7 +139,10 @@ if triton is not None:
                 ok = row & (ow >= 0) & (ow < OW) & (dw < K)
                 where = _offset(n, c, tl.maximum(oh, 0), tl.maximum(ow, 0), C, OH, OW, CHANNELS_LAST)
                 chose = tl.load(code + where, mask=ok, other=-1).to(tl.int32) == dh * K + dw
-                acc += tl.load(grad_out + where, mask=ok & chose, other=0.0).to(tl.float32)
+                # one mask for the window's loads (vector loads); where, not a product: a window that did not
+                # choose this element adds 0 even where its gradient is inf or NaN
+                g = tl.load(grad_out + where, mask=ok, other=0.0).to(tl.float32)
+                acc += tl.where(chose, g, 0.0)
         tl.store(grad_in + i, acc.to(grad_in.dtype.element_ty), mask=mask)
 
 
@@ -139,6 +155,15 @@ def _layout(x: torch.Tensor) -> tuple[torch.memory_format, bool]:
 
 def _grid(total: int) -> tuple[int]:
     return (triton.cdiv(total, BLOCK),)
+
+
+def _int64(total: int) -> bool:
+    return total + BLOCK >= 2**31  # the last program's indices run up to BLOCK past the end
+
+
+def _on(device: torch.device):
+    """Launch on the tensors' own GPU (Triton launches on the current one; a run on cuda:1 sets none)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class MaxPool(torch.autograd.Function):
@@ -154,15 +179,20 @@ class MaxPool(torch.autograd.Function):
         if oh < 1 or ow < 1:
             raise ValueError(f"a {k}x{k} max-pool does not fit a {h}x{w} input")
         out = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=fmt)
-        code = torch.empty((n, c, oh, ow), dtype=torch.int8, device=x.device, memory_format=fmt)
+        keep = ctx.needs_input_grad[0]  # evaluation writes no codes
+        code = torch.empty((n, c, oh, ow) if keep else (1, 1, 1, 1), dtype=torch.int8, device=x.device,
+                           memory_format=fmt)
         if out.numel():
-            _forward[_grid(out.numel())](x, out, code, out.numel(), c, h, w, oh, ow, K=k, S=s, RELU=relu,
-                                         CHANNELS_LAST=channels_last, BLOCK=BLOCK)
+            with _on(x.device):
+                _forward[_grid(out.numel())](x, out, code, out.numel(), c, h, w, oh, ow, K=k, S=s, RELU=relu,
+                                             CODE=keep, CHANNELS_LAST=channels_last, INT64=_int64(x.numel()),
+                                             BLOCK=BLOCK)
         ctx.save_for_backward(code)
         ctx.geometry = (x.shape, x.dtype, k, s, fmt, channels_last)
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative raises instead of coming out wrong
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (code,) = ctx.saved_tensors
         shape, dtype, k, s, fmt, channels_last = ctx.geometry
@@ -170,12 +200,21 @@ class MaxPool(torch.autograd.Function):
         grad_in = torch.empty(shape, dtype=dtype, device=grad.device, memory_format=fmt)
         n, c, h, w = shape
         if grad_in.numel():
-            _backward[_grid(grad_in.numel())](grad, code, grad_in, grad_in.numel(), c, h, w, code.shape[2],
-                                              code.shape[3], K=k, S=s, CHANNELS_LAST=channels_last, BLOCK=BLOCK)
+            with _on(grad.device):
+                _backward[_grid(grad_in.numel())](grad, code, grad_in, grad_in.numel(), c, h, w, code.shape[2],
+                                                  code.shape[3], K=k, S=s, CHANNELS_LAST=channels_last,
+                                                  INT64=_int64(grad_in.numel()), BLOCK=BLOCK)
         return grad_in, None, None, None
 
 
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # the kernels compare and add in fp32
+
+
 def max_pool(pool: nn.Module, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-    """pool(x), or relu(pool(x)), for a max-pool that `applies`, as the Triton kernels; x is N x C x H x W."""
+    """pool(x), or relu(pool(x)), for a max-pool that `applies`, as the Triton kernels; x is N x C x H x W.
+    Another dtype (fp64: the kernels would round it to fp32) runs torch's own pool."""
+    if x.dtype not in KERNEL_DTYPES:
+        out = pool(x)
+        return torch.relu(out) if relu else out
     k, s = window(pool)  # type: ignore[misc]
     return MaxPool.apply(x, k, s, relu)
