@@ -266,9 +266,10 @@ def check(cfg: Config, model_given: bool = False) -> Config:
     for ok, message in checks:
         if not ok:
             raise AlexNetError(message)
-    for reserved in ("input_size", "in_channels"):
+    for reserved in ("input_size", "in_channels", "num_classes"):
         if reserved in cfg.model.options:
-            raise AlexNetError(f"model.{reserved} follows the data section (data.input_size, data.dataset)")
+            raise AlexNetError(f"model.{reserved} follows the data section (data.input_size, data.dataset and "
+                               f"its classes)")
     if model_given:  # `alexnet.fit` brings its own module: nothing of the registry to check
         return cfg
     try:

@@ -137,6 +137,17 @@ def test_list_precisions_and_what_auto_picks_here(cli):
     assert out.splitlines()[1].startswith(f"auto on this machine ({'cuda' if torch.cuda.is_available() else 'cpu'}): ")
 
 
+def test_list_ops_is_the_pipelines_registry(cli):
+    from alexnet.data.pipeline import Stats, build_pipeline, list_ops
+    code, out, _ = cli("list", "ops")
+    rows = out.splitlines()[1:len(list_ops()) + 1]
+    assert code == 0 and [row.split()[0] for row in rows] == list_ops()
+    erasing = next(row for row in rows if row.startswith("random_erasing "))
+    assert erasing.split(None, 1)[1] == "p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0.0"
+    assert build_pipeline([{"op": "random_erasing"}], input_size=28, stats=Stats((0.5,), (0.25,))).steps == [
+        ("random_erasing", {"p": 0.5, "scale": (0.02, 0.33), "ratio": (0.3, 3.3), "value": 0.0})]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["train", "--preset", "quik", "--out", "unused"], "unknown preset 'quik'; did you mean quick? choose from"),
     (["train", "--preset", "quick", "--out", "unused", "--set", "model.name=smal"],

@@ -63,6 +63,7 @@ def test_bad_values_are_one_line_errors(key, value, message):
     ({"train.device": "tpu"}, "train.device must be auto, cpu, cuda or cuda:N"),
     ({"data.dataset": "mnist"}, "data.dataset must be one of fashion-mnist, cifar10, folder"),
     ({"model.input_size": 64}, "model.input_size follows the data section"),
+    ({"model.num_classes": 5}, "model.num_classes follows the data section"),
     ({"model.dropout": 1.0}, "dropout must be in [0, 1)"),
     ({"data.input_size": 8, "model.name": "d2l"}, "is too small"),
 ])

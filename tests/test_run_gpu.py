@@ -123,9 +123,15 @@ def test_the_d2l_fast_candidates_are_chosen_by_validation(tmp_path):
 
     runner = run_gpu.Runner(tmp_path / "again", str(data), smoke=True, budget=1.0)  # no time for a second run
     runner.train = lambda name, preset, *overrides: {"val_acc": 0.5, "test_acc": 0.5, "wall_s": 60.0, "run": name}
-    skipped = run_gpu.stage_d2l_fast_candidates(runner)["candidates"]
+    found = run_gpu.stage_d2l_fast_candidates(runner)  # no d2l_fast in this run: no preset row, whatever lies in out
+    skipped = found["candidates"]
+    assert "preset" not in skipped and found["best_by_val"] == "erasing"
     assert "val_acc" in skipped["erasing"] and "budget" in skipped["erasing_lr_0.04"]["skipped"]
     assert run_gpu.failed({"smoke": True, "stages": {"d2l_fast_candidates": {"candidates": skipped}}}) == []
+    runner = run_gpu.Runner(tmp_path / "tie", str(data), smoke=True, budget=600.0)
+    runner.train = lambda name, preset, *overrides: {"val_acc": 0.5, "test_acc": 0.6, "wall_s": 1.0, "run": name}
+    runner.results["d2l_fast"] = {"val_acc": 0.5, "test_acc": 0.4, "wall_s": 1.0, "goals": []}
+    assert run_gpu.stage_d2l_fast_candidates(runner)["best_by_val"] == "preset"  # a tie keeps the preset
 
 
 @pytest.mark.distributed

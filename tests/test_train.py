@@ -235,10 +235,14 @@ def test_resuming_a_finished_run_touches_nothing_and_the_record_is_absolute(data
 
 def test_a_net_that_does_not_learn_is_said_once(tmp_path, data_dir):
     """lr 1e-7 cannot move the net off chance: one warning (CLI: one `alexnet train: warning:` line), not one per
-    epoch, and the run still finishes."""
+    epoch, and the run still finishes; batches of 4 make the first epoch long enough to say it (a run of fewer
+    than 50 steps is not warned: it may not have started)."""
     proc = run_cli("--out", tmp_path / "run", "--data-dir", data_dir, *TINY, "--lr", "1e-7", "--set",
-                   "train.estimate_steps=0")
+                   "train.estimate_steps=0", "--batch-size", "4")
     lines = [line for line in proc.stderr.splitlines() if "not learning" in line]
     assert len(lines) == 1 and lines[0].startswith("alexnet train: warning: epoch 1: training accuracy 0.")
     assert "is chance level (1/10)" in lines[0] and "Warning" not in proc.stderr
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    short = run_cli("--out", tmp_path / "short", "--data-dir", data_dir, *TINY, "--lr", "1e-7", "--set",
+                    "train.estimate_steps=0")  # batches of 32: 14 steps an epoch
+    assert "not learning" not in short.stderr

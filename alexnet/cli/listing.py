@@ -1,6 +1,7 @@
-"""`alexnet list keys|models|presets|studies|precisions`: what can be named on the command line, read from the
-code itself (the config dataclasses, the model and study registries, the preset files, `PRECISIONS`), so the
-answer never drifts from what `train --set`, `--model`, `--preset` and `--precision` accept.
+"""`alexnet list keys|models|presets|studies|precisions|ops`: what can be named on the command line, read from
+the code itself (the config dataclasses, the model, study and augmentation registries, the preset files,
+`PRECISIONS`), so the answer never drifts from what `train --set`, `--model`, `--preset`, `--precision` and
+`data.train_augment` accept.
 
 The parser is torch-free; the listing imports the registries when it runs.
 """
@@ -11,7 +12,7 @@ import re
 import shutil
 import textwrap
 
-WHAT = ("keys", "models", "presets", "studies", "precisions")
+WHAT = ("keys", "models", "presets", "studies", "precisions", "ops")
 FIELD = re.compile(r"^    (\w+):[^#]*?(?:#\s?(.*))?$")  # `    name: type = default  # meaning`
 MORE = re.compile(r"^\s+#\s?(.*)$")                        # a comment line that carries the meaning on
 BARE_LIST = re.compile(r"[\w:-]+( \| [\w:-]+)+")           # a comment that only lists the choices: a | b | c
@@ -20,10 +21,11 @@ ENTRY = re.compile(r'^\s+"([\w-]+)":\s*\w+,\s*#\s*(.*)$')  # `    "name": module
 
 def add_parser(sub) -> None:
     p = sub.add_parser("list", help="what can be named: --set keys (type, default, meaning), models, presets, "
-                       "studies, precisions")
+                       "studies, precisions, augmentation ops")
     p.add_argument("what", choices=WHAT, metavar="WHAT",
                    help="keys: every `train --set KEY=VALUE` key with its type, default and meaning, model options "
-                        "per model; models, presets, studies, precisions: the names the commands take")
+                        "per model; models, presets, studies, precisions: the names the commands take; ops: the "
+                        "augmentation ops of data.train_augment / eval_augment with their parameters")
     p.add_argument("--model", help="keys: the model.<option> defaults of this model only (default: every model's)")
     p.set_defaults(func=cmd_list)
 
@@ -33,7 +35,7 @@ def cmd_list(args) -> int:
     if args.model is not None and args.what != "keys":
         raise AlexNetError("--model goes with `alexnet list keys`")
     print("\n".join({"keys": lambda: _keys(args.model), "models": _models, "presets": _presets,
-                     "studies": _studies, "precisions": _precisions}[args.what]()))
+                     "studies": _studies, "precisions": _precisions, "ops": _ops}[args.what]()))
     return 0
 
 
@@ -104,14 +106,14 @@ def _model_options(names: list[str]) -> list[str]:
     options: dict[str, str] = {}
     for opts in defaults.values():
         for f in dataclasses.fields(opts):
-            if f.name not in ("in_channels", "input_size"):  # these follow the data section
+            if f.name not in ("in_channels", "input_size", "num_classes"):  # these follow the data section
                 options.setdefault(f.name, type_name(f.type))
     rows = [["model.<option>", "type", *names[:-1], names[-1]]]
     for option, kind in options.items():
         cells = [repr(getattr(defaults[n], option)) if hasattr(defaults[n], option) else "-" for n in names]
         rows.append([f"model.{option}", kind, *cells])
-    return ["model options and each model's defaults (in_channels and input_size follow data.dataset and "
-            "data.input_size):", "", *_table(rows)]
+    return ["model options and each model's defaults (in_channels, input_size and num_classes follow "
+            "data.dataset, data.input_size and the dataset's classes):", "", *_table(rows)]
 
 
 def _models() -> list[str]:
@@ -141,6 +143,24 @@ def _studies() -> list[str]:
     rows += [[name, notes.get(name) or (inspect.getdoc(module) or "").split("\n")[0]]
              for name, module in STUDIES.items()]
     return _table(rows, indent="") + ["", "Run one: `alexnet experiment NAME --out DIR [--budget small|full|tiny]`."]
+
+
+def _ops() -> list[str]:
+    """Each augmentation op with its parameters and their defaults (what the pipeline's registry checks)."""
+    from alexnet.data.pipeline import INPUT_SIZE, OPS
+
+    def shown(value) -> str:
+        if value is INPUT_SIZE:
+            return "the input size"
+        if value is None:
+            return "the image height"
+        return str(tuple(round(v, 4) for v in value)) if isinstance(value, tuple) else str(value)
+    rows = [["op", "parameters (default)"]]
+    rows += [[name, ", ".join(f"{p}={shown(spec.default)}" for p, spec in op.params.items()) or "-"]
+             for name, op in sorted(OPS.items())]
+    return _table(rows, indent="") + ["", "In a config or --set: data.train_augment='[{op: hflip}, {op: "
+                                      "random_erasing, p: 0.5}]'.", "They run in order on [0, 1] images, before the "
+                                      "normalisation; what each does: alexnet/data/augment.py."]
 
 
 def _precisions() -> list[str]:

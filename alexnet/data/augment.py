@@ -277,9 +277,10 @@ def erasing_boxes(b: int, h: int, w: int, scale=(0.02, 0.33), ratio=(0.3, 3.3), 
     (area U(scale) x h x w, aspect ratio exp(U(log ratio)), sides rounded half to even) whose box fits strictly
     inside, at a uniform position. Returns (top, left, height, width, found), each (b,); a sample with no fitting
     draw has found False (torchvision then leaves the image as it is)."""
-    area = h * w * _uniform(scale[0], scale[1], b * attempts, generator, device).view(b, attempts)
+    # torchvision draws in fp32 and computes the sides in Python floats (fp64): so do these, rounding alike
+    area = h * w * _uniform(scale[0], scale[1], b * attempts, generator, device).view(b, attempts).double()
     aspect = torch.exp(_uniform(math.log(ratio[0]), math.log(ratio[1]), b * attempts, generator, device)
-                       ).view(b, attempts)
+                       ).view(b, attempts).double()
     heights, widths = torch.round(torch.sqrt(area * aspect)), torch.round(torch.sqrt(area / aspect))
     fits = (heights < h) & (widths < w)
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first fitting draw (argmax: first maximum)
@@ -292,8 +293,11 @@ def erasing_boxes(b: int, h: int, w: int, scale=(0.02, 0.33), ratio=(0.3, 3.3), 
 def random_erasing(x: torch.Tensor, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value: float = 0.0,
                    generator=None) -> torch.Tensor:
     """Random erasing (Zhong et al. 2017; torchvision's `RandomErasing`, its defaults): with probability p per
-    sample, a box of `erasing_boxes` set to `value` in every channel. `value` is in [0, 1] pixel units, before
-    normalisation (0: black, Fashion-MNIST's background)."""
+    sample, a box of `erasing_boxes` set to `value` in every channel. Like every op here it runs before the
+    normalisation (torchvision's usually runs after it), so `value` is in the units the ops see: [0, 1] pixels
+    under `data.normalize: standardize` (0: black, Fashion-MNIST's background), the mean-centred image under
+    `mean_image` (0: the mean image). In a pipeline that resizes afterwards (28 -> 224 px), the box is drawn at
+    the small size and its edges are resampled with the image."""
     b, _, h, w = x.shape
     apply = torch.rand(b, generator=generator, device=x.device) < p
     top, left, height, width, found = erasing_boxes(b, h, w, scale, ratio, generator, x.device)

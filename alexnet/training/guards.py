@@ -122,11 +122,14 @@ def check_ranks_agree(model: torch.nn.Module, env: DistEnv, path: Path) -> None:
         raise AlexNetError("the ranks ended with different weights; this is a bug, please report it")
 
 
+CHANCE_MIN_STEPS = 50  # before this many steps a net at chance may simply not have started: no warning
+
+
 def warn_at_chance(history: list[dict], classes: int) -> None:
     """A net that does not learn (a too high rate can kill a plain ReLU net without raising a non-finite loss: it
     then predicts one class) is said at the first such epoch of the run, not left to a 0.10 in the report. "First"
     is read from the history, so a resumed run does not say it again."""
-    at_chance = [r["train_acc"] < 1.5 / classes for r in history]
+    at_chance = [r["train_acc"] < 1.5 / classes and r.get("step", 0) >= CHANCE_MIN_STEPS for r in history]
     if classes > 1 and at_chance and at_chance[-1] and not any(at_chance[:-1]):
         record = history[-1]
         warnings.warn(f"epoch {record['epoch']}: training accuracy {record['train_acc']:.3f} is chance level "
