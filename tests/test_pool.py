@@ -41,6 +41,17 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
 
 
+def assert_same_net(model, plain, fast, x):
+    """`fast` (model in execution forms) gives plain's output and every parameter's gradient bit for bit."""
+    results = []
+    for net in (plain, fast):
+        out = net(x)
+        results.append((out, torch.autograd.grad(out.square().sum(), list(model.parameters()))))
+    assert torch.equal(results[0][0], results[1][0])
+    for (key, _), a, b in zip(model.named_parameters(), results[0][1], results[1][1], strict=True):
+        assert torch.equal(a, b), key
+
+
 @pytest.mark.parametrize("k,s,shape", [(3, 2, (2, 5, 13, 11)), (3, 2, (3, 4, 27, 27)), (2, 2, (2, 3, 8, 9)),
                                        (3, 1, (1, 4, 7, 9)), (5, 3, (2, 3, 16, 14)), (3, 3, (1, 2, 3, 3))])
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -67,13 +78,7 @@ def test_the_d2l_net_with_fused_pools_equals_the_plain_net(interpreted):
     fast = FastForward(model, fold_conv1=False, pool_first=True, fused_pool=True)
     assert [s for s in fast.steps if s[0] != "layer"] == [("pool_relu_fused", 1), ("pool_relu_fused", 4),
                                                           ("pool_relu_fused", 11)]
-    results = []
-    for net in (model, fast):
-        out = net(x)
-        results.append((out, torch.autograd.grad(out.square().sum(), list(model.parameters()))))
-    assert torch.equal(results[0][0], results[1][0])
-    for (key, _), a, b in zip(model.named_parameters(), results[0][1], results[1][1], strict=True):
-        assert torch.equal(a, b), key
+    assert_same_net(model, model, fast, x)
 
 
 def test_the_paper_net_with_fused_pools_equals_the_plain_net(interpreted):
@@ -86,13 +91,7 @@ def test_the_paper_net_with_fused_pools_equals_the_plain_net(interpreted):
     assert [s for s in fast.steps if s[0] not in ("layer", "lrn")] == [
         ("pool_fused", 3), ("pool_fused", 7), ("pool_relu_fused", 13)]
     plain = FastForward(model, fold_conv1=False, pool_first=True, fused_lrn=True)
-    results = []
-    for net in (plain, fast):
-        out = net(x)
-        results.append((out, torch.autograd.grad(out.square().sum(), list(model.parameters()))))
-    assert torch.equal(results[0][0], results[1][0])
-    for (key, _), a, b in zip(model.named_parameters(), results[0][1], results[1][1], strict=True):
-        assert torch.equal(a, b), key
+    assert_same_net(model, plain, fast, x)
 
 
 def test_which_pools_it_computes():

@@ -5,7 +5,7 @@ import dataclasses
 import torch
 
 from alexnet.bench.baseline import measure_baseline
-from alexnet.bench.throughput import CUDA_PEAK, BenchSpec, measure_ours
+from alexnet.bench.throughput import CUDA_PEAK, BenchSpec, measure_ours, options_label
 from alexnet.runtime.device import device_name, pick_device
 from alexnet.runtime.settings import num_threads
 
@@ -31,7 +31,7 @@ def format_bench(result: dict) -> str:
     """The table of `alexnet bench`, what its columns divide by, notes on how far to trust it, then the peaks."""
     c, o, base = result["config"], result["ours"], result["baseline"]
     sides = [(name, r) for name, r in (("ours", o), ("baseline", base)) if r is not None]
-    options = "".join(f", {k}={v}" for k, v in sorted(c.get("model_options", {}).items()))
+    options = options_label(c.get("model_options", {}))
     compiled = ", compiled" if c["compile"] else ""
     lines = [f"{c['model']}{options} @{c['input_size']}, batch {c['batch_size']}{compiled}, "
              f"{'synthetic data' if c['synthetic'] else 'Fashion-MNIST'}; {c['steps']} timed steps after "

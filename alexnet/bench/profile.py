@@ -26,7 +26,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from alexnet.bench.throughput import BenchSpec, build_trainer, forever, write_synthetic_fashion_mnist
+from alexnet.bench.throughput import BenchSpec, build_trainer, forever, options_label, write_synthetic_fashion_mnist
 from alexnet.bench.timing import time_steps
 from alexnet.kernels.forward import Step, plan, pool_follows_relu, run
 from alexnet.runtime.device import device_name, pick_device, sync
@@ -168,7 +168,7 @@ def _kernel_share(forward, backward) -> float | None:
 
 def format_profile(result: dict) -> str:
     s = result["step"]
-    options = "".join(f", {k}={v}" for k, v in sorted(result.get("model_options", {}).items()))
+    options = options_label(result.get("model_options", {}))
     lines = [f"profile: {result['model']}{options} @{result['input_size']}, batch {result['batch_size']}, "
              f"{result['precision']}{', channels_last' if result['channels_last'] else ''}; {result['device']}; "
              f"torch {result['torch']}", f"fast paths: {'; '.join(result['fast_paths'].values())}",

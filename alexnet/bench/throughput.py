@@ -103,6 +103,11 @@ class BenchSpec:
         return validate(cfg)
 
 
+def options_label(options: dict) -> str:
+    """", two_column=True" for a header line that names the model's options after its name ("" for none)."""
+    return "".join(f", {k}={v}" for k, v in sorted(options.items()))
+
+
 # --- memory -------------------------------------------------------------------------------------------------------
 
 # What `peak_memory` measured: a phase's own peak (a phase: one side's training steps, warm-up included), or on a

@@ -109,6 +109,7 @@ def _check_mode(args) -> None:
 def cmd_bench(args) -> int:
     from alexnet.bench import BenchSpec, format_bench, max_batch, run_bench
     from alexnet.bench.loader import format_loader, measure_loader
+    from alexnet.bench.throughput import options_label
 
     _check_mode(args)
     if args.time_to_accuracy is not None:
@@ -138,9 +139,8 @@ def cmd_bench(args) -> int:
     if args.max_batch:
         result = max_batch(spec)
         print(json.dumps(result) if args.json else
-              f"{spec.model}{''.join(f', {k}={v}' for k, v in sorted(spec.model_options.items()))} "
-              f"@{spec.input_size}, {spec.precision}: largest training batch {result['max_batch']} "
-              f"on {result['device']} (tried {result['tried']})")
+              f"{spec.model}{options_label(spec.model_options)} @{spec.input_size}, {spec.precision}: largest "
+              f"training batch {result['max_batch']} on {result['device']} (tried {result['tried']})")
         return 0
     result = run_bench(spec, baseline=args.baseline)
     print(json.dumps(result) if args.json else format_bench(result))

@@ -47,7 +47,7 @@ def plan(layers: Sequence[nn.Module], *, fold_first: bool = False, pool_first: b
         elif pool_first and pool_follows_relu(layers, i):
             steps.append(("pool_relu_fused" if fused_pool and pool.applies(layers[i + 1]) else "pool_relu", i))
             i += 1  # the max-pool is part of this step
-        elif fused_pool and type(layers[i]) is nn.MaxPool2d and pool.applies(layers[i]):
+        elif fused_pool and pool.applies(layers[i]):
             steps.append(("pool_fused", i))
         elif fused_lrn and lrn.applies(layers[i]):
             steps.append(("lrn", i))

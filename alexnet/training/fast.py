@@ -103,10 +103,9 @@ def fused_lrn(cfg: Config, device: torch.device, model: torch.nn.Module) -> Choi
 def choose(cfg: Config, device: torch.device, env: DistEnv, precision: Precision, model: torch.nn.Module) \
         -> dict[str, Choice]:
     """Every fast path's choice for this run, by name (the banner's and config.yaml's order)."""
-    choices = {"space_to_depth": space_to_depth(cfg, device, model), "pool_first": pool_first(cfg, model),
-               "fused_lrn": fused_lrn(cfg, device, model), "fused_pool": fused_pool(cfg, device, model),
-               "cuda_graphs": cuda_graphs(cfg, device, env, precision)}
-    return choices
+    return {"space_to_depth": space_to_depth(cfg, device, model), "pool_first": pool_first(cfg, model),
+            "fused_lrn": fused_lrn(cfg, device, model), "fused_pool": fused_pool(cfg, device, model),
+            "cuda_graphs": cuda_graphs(cfg, device, env, precision)}
 
 
 def forms(choices: dict[str, Choice]) -> dict[str, bool]:
