@@ -22,6 +22,9 @@ below) and DIR/tables.md.
     book_code    benchmarks/d2l_book.py --device cuda: the book's own `train_ch6` beside our baseline and ours
                  (where the `d2l` package is importable; else skipped, and said)
     studies      every `alexnet experiment` at its full budget (not in the default list: minutes)
+    d2l_book_candidates
+                 the d2l preset with each of D2L_BOOK_CANDIDATES' execution forms (the Triton pools) while the budget
+                 lasts, the fastest that keeps test acc >= 0.88 (not in the default list: ~30 s per candidate)
     d2l_fast_candidates
                  the d2l-fast preset with each of D2L_FAST_CANDIDATES' overrides while the budget lasts, the best
                  by validation accuracy (not in the default list: ~75 s per candidate on an H200)
@@ -52,7 +55,7 @@ import run_gpu_ddp
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = 540  # ~9 minutes: a lent GPU machine runs one command for at most 10
 STAGES = ("tests", "profile", "bench", "d2l_book", "time_to_090", "d2l_fast", "folder", "max_batch", "book_code")
-ON_REQUEST = ("studies", "ddp", "d2l_fast_candidates")  # run only when --stages names them
+ON_REQUEST = ("studies", "ddp", "d2l_fast_candidates", "d2l_book_candidates")  # run only when --stages names them
 
 
 class Runner:
@@ -190,22 +193,44 @@ def stage_d2l_fast_candidates(r: Runner) -> dict:
     """Each of D2L_FAST_CANDIDATES trained as the d2l-fast preset with its overrides, while the budget lasts (a run
     that would not fit is said, not started); the best by validation accuracy, the preset's own run (stage
     d2l_fast, when it ran earlier in this same run) included and kept on a tie."""
-    toy = D2L_FAST_TOY if r.smoke else []
-    own = r.results.get("d2l_fast", {})
-    rows: dict = {"preset": {k: v for k, v in own.items() if k != "goals"}} if "val_acc" in own else {}
+    rows = train_candidates(r, "d2l_fast", "d2l-fast", D2L_FAST_CANDIDATES, D2L_FAST_TOY if r.smoke else [])
+    ran = {k: v for k, v in rows.items() if v.get("val_acc") is not None}  # the preset first: max keeps it on a tie
+    return {"candidates": rows, "best_by_val": max(ran, key=lambda k: ran[k]["val_acc"]) if ran else None,
+            "goals": []}
+
+
+# Execution forms tried on the d2l preset (stage d2l_book_candidates, on request): the book's hyper-parameters
+# unchanged, so what is compared is the wall time (goal <= 15 s; 32.1 s on the H200 with the defaults). Not
+# torch.compile: its compilation alone would take longer than the goal.
+D2L_BOOK_CANDIDATES = {"fused_pool": ["--set", "train.fused_pool=true"]}
+
+
+def stage_d2l_book_candidates(r: Runner) -> dict:
+    """Each of D2L_BOOK_CANDIDATES as the d2l preset with its overrides, while the budget lasts; the fastest by
+    wall seconds among the runs that keep the book's accuracy (the preset's own run, stage d2l_book, when it ran
+    earlier in this run, included and kept on a tie)."""
+    rows = train_candidates(r, "d2l_book", "d2l", D2L_BOOK_CANDIDATES, D2L_FAST_TOY if r.smoke else [])
+    ran = {k: v for k, v in rows.items() if v.get("test_acc") is not None and (r.smoke or v["test_acc"] >= 0.88)}
+    return {"candidates": rows, "fastest": min(ran, key=lambda k: ran[k]["wall_s"]) if ran else None, "goals": []}
+
+
+def train_candidates(r: Runner, stage: str, preset: str, candidates: dict, toy: list[str]) -> dict:
+    """The preset's own run (stage `stage`, when it ran earlier in this run) and each candidate's, trained into
+    runs/<stage>_<name> while the budget lasts: a run that would not fit (1.2 x the longest so far, + 30 s) is
+    said, not started."""
+    own = r.results.get(stage, {})
+    rows: dict = {"preset": {k: v for k, v in own.items() if k != "goals"}} if "wall_s" in own else {}
     estimate = own.get("wall_s")
-    for name, overrides in D2L_FAST_CANDIDATES.items():
+    for name, overrides in candidates.items():
         if estimate is not None and r.left() < 1.2 * estimate + 30:
             rows[name] = {"skipped": f"{r.left():.0f} s left of the budget, a run takes ~{estimate:.0f} s"}
             continue
         try:
-            rows[name] = r.train(f"d2l_fast_{name}", "d2l-fast", *toy, *overrides)
+            rows[name] = r.train(f"{stage}_{name}", preset, *toy, *overrides)
             estimate = max(estimate or 0.0, rows[name]["wall_s"])
         except Exception as e:
             rows[name] = {"error": one_line(e)}
-    ran = {k: v for k, v in rows.items() if v.get("val_acc") is not None}  # the preset first: max keeps it on a tie
-    return {"candidates": rows, "best_by_val": max(ran, key=lambda k: ran[k]["val_acc"]) if ran else None,
-            "goals": []}
+    return rows
 
 
 def bench_args(r: Runner) -> list[str]:
@@ -375,8 +400,13 @@ def stage_max_batch(r: Runner) -> dict:
         try:
             result = json.loads(r.alexnet("bench", "--max-batch", "--model", model, "--input-size", "224",
                                           "--device", r.device, "--json", timeout=min(r.left(), 150)))
+            # the command's seconds, and where they went: start-up (imports, CUDA), the trainer's build, each try
             out[model] = {"max_batch": result["max_batch"], "seconds": round(time.monotonic() - t0, 1),
-                          "tried": result.get("tried")}
+                          "in_process_seconds": round(result["seconds"], 1),
+                          "build_seconds": round(result["build_seconds"], 1),
+                          "trials": [(t["batch"], t["fits"], round(t["seconds"], 2)) for t in result["trials"]],
+                          "first_estimate": (result.get("first_estimate") or {}).get("batch"),
+                          "estimate": (result.get("estimate") or {}).get("batch")}
             out["goals"].append(goal(f"{model}: seconds to find the largest batch", out[model]["seconds"], 30, "<="))
         except Exception as e:
             out[model] = {"error": one_line(e)}
@@ -424,9 +454,12 @@ def _write_jpeg(job) -> None:
     label = i % classes
     split = "val" if i % 10 == 9 else "train"
     w, h = int(w * rng.uniform(0.8, 1.2)), int(h * rng.uniform(0.8, 1.2))
-    y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([np.sin(x / (10 + label) + c) * np.cos(y / (7 + c + label % 5)) for c in range(3)], -1)
-    image = ((base * 0.5 + 0.5) * 200 + rng.normal(0, 12, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    x, y = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
+    # each channel sin(x / a + c) * cos(y / b), an outer product of two lines (20,480 full-size sin/cos fields took
+    # ~11 ms an image, most of the 15 s the H200 run's folder stage had for its JPEGs)
+    base = np.stack([np.outer(np.cos(y / (7 + c + label % 5)), np.sin(x / (10 + label) + c)) for c in range(3)], -1)
+    noise = rng.standard_normal((h, w, 3), dtype=np.float32) * 12
+    image = ((base * 0.5 + 0.5) * 200 + noise).clip(0, 255).astype(np.uint8)
     path = root / split / f"class{label:03d}" / f"{i:06d}.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path, quality=90)
@@ -505,6 +538,11 @@ def _cells(name: str, r: dict) -> str:
                           else f"{k}: {c.get('error') or 'skipped, ' + c['skipped']}"
                           for k, c in r["candidates"].items())
         return f"{tried}; best by validation: {r['best_by_val']} | chosen by validation, never by test"
+    if name == "d2l_book_candidates":
+        tried = "; ".join(f"{k} {c['wall_s']:.1f} s, test {c['test_acc']:.4f}" if c.get("wall_s") is not None
+                          else f"{k}: {c.get('error') or 'skipped, ' + c['skipped']}"
+                          for k, c in r["candidates"].items())
+        return f"{tried}; fastest at >= 0.88: {r['fastest']} | the book's recipe in <= 15 s"
     if name == "bench":
         mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
         others = ", ".join(f"{k} {v['images_per_sec']:.0f}" if "error" not in v else f"{k} error"

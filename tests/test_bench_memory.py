@@ -5,11 +5,13 @@ however wrong the linear estimate, and reports every try. (The CUDA side, `max_b
 import math
 
 import pytest
+import torch
 
 from alexnet.base.errors import AlexNetError
 from alexnet.bench.memory import (
     MARGIN,
     PROBES,
+    REFINE,
     RESOLUTION,
     bracket_search,
     largest_fitting,
@@ -64,7 +66,9 @@ def test_a_linear_memory_is_found_in_a_few_tries(per_image_mib):
     gpu = FakeGPU(capacity=140 * GIB, fixed=2 * GIB, per_image=int(per_image_mib * (1 << 20)))
     result = search(gpu)
     assert_found(result, gpu)
-    assert gpu.calls[:2] == list(PROBES) and len(gpu.calls) <= 7  # two probes, the estimate, the bracket, bisect
+    first = result["first_estimate"]["batch"]
+    assert gpu.calls[:3] == [*PROBES, int(first * REFINE)]  # two probes, then a step at an eighth of their estimate
+    assert len(gpu.calls) <= 7  # ... the estimate, the bracket, two bisections
     estimate = result["estimate"]
     assert estimate["per_image_bytes"] == gpu.per_image and estimate["fixed_bytes"] == gpu.fixed
     assert estimate["batch"] == math.floor((gpu.capacity * MARGIN - gpu.fixed) / gpu.per_image)
@@ -88,13 +92,69 @@ def test_a_wrong_estimate_still_ends_at_the_limit(extra):
     assert len(gpu.calls) <= 14  # the walk's factors grow: the bracket is found in logarithmically many tries
 
 
+def h200_d2l(b):
+    """Memory the two small probes misjudge, as the d2l net's did on the H200 (2026-12-04: their line predicted
+    55,280 images where 47,860 fitted and 52,647 did not): allocator rounding that is a large share of a small
+    batch's peak, and workspaces that grow with the batch only past the probes' sizes."""
+    return 40 << 20 if b <= 64 else b * (400 << 10)
+
+
+def test_the_third_probe_corrects_what_the_small_ones_misjudge():
+    """The first line's prediction is 10-15 % off; the refined one lands the first large try within MARGIN, and
+    the search steps through about four times the largest batch's images in all (the time of a large step
+    grows with its images), where the first line's estimate alone costs 6.3x here."""
+    gpu = FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=2_300 << 10, extra=h200_d2l,
+                  seconds=lambda b: 0.3 + b / 35_000)  # an eager d2l step on the H200, without autotuning
+    result = search(gpu)
+    assert_found(result, gpu)
+    true, first = gpu.largest(), result["first_estimate"]["batch"]
+    assert first > 1.10 * true  # the probes alone: more than 10 % too many images (a failed first try)
+    assert 0.95 * true <= result["estimate"]["batch"] <= true  # refined: fits, within 5 %
+    large = [b for b in gpu.calls if b > true / 2]
+    assert len(large) <= 4 and gpu.peak(large[0]) <= gpu.capacity  # the first large try fits
+    assert sum(gpu.calls) <= 4.5 * true and result["search_seconds"] < 15.0  # bisected to RESOLUTION in time
+
+
+def test_without_the_third_probe_when_the_estimate_is_small_or_past_the_limit():
+    small = FakeGPU(capacity=4 * GIB, fixed=GIB, per_image=10 << 20)  # ~300 images: an eighth is near the probes
+    result = search(small)
+    assert_found(result, small)
+    assert result["estimate"] == result["first_estimate"] and small.calls[2] == result["estimate"]["batch"]
+    huge = FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=1 << 10)
+    result = search(huge, limit=4096)
+    assert huge.calls == [*PROBES, 4096] and result["max_batch"] == 4096
+
+
+def test_a_third_probe_that_does_not_fit_walks_down_from_itself():
+    """Memory that explodes past the probes (an estimate 8x too high): the walk starts at the refining size."""
+    gpu = FakeGPU(capacity=80 * GIB, fixed=GIB, per_image=5 << 20, extra=lambda b: 0 if b <= 64 else b * (80 << 20))
+    result = search(gpu)
+    assert_found(result, gpu)
+    middle = gpu.calls[2]
+    assert not result["tried"][middle] and result["estimate"]["batch"] == middle
+    assert gpu.calls[3] == int(middle / 1.05)
+
+
+def test_the_budget_counts_from_the_start_given():
+    """The trainer's build is part of the command's time: a budget spent before the search leaves the bracket
+    as the walk found it, without bisection."""
+    gpu = FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=4 << 20, extra=lambda b: 2 * GIB if b > 64 else 0)
+    gpu.now = 100.0
+    early = search(FakeGPU(140 * GIB, GIB, 4 << 20, extra=lambda b: 2 * GIB if b > 64 else 0), resolution=0.0)
+    late = search(gpu, resolution=0.0, budget_s=10.0, started=90.0)
+    assert late["smallest_not_fitting"] - late["max_batch"] > early["smallest_not_fitting"] - early["max_batch"]
+    assert gpu.peak(late["max_batch"]) <= gpu.capacity < gpu.peak(late["smallest_not_fitting"])
+    assert late["search_seconds"] == pytest.approx(sum(t["seconds"] for t in late["trials"]))
+
+
 def test_the_time_budget_stops_bisection_and_the_bracket_says_how_close():
     gpu = FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=4 << 20, extra=lambda b: 2 * GIB if b > 64 else 0,
                   seconds=lambda b: 10.0)
     result = search(gpu, budget_s=25.0, resolution=0.0)
     good, bad = result["max_batch"], result["smallest_not_fitting"]
     assert gpu.peak(good) <= gpu.capacity < gpu.peak(bad)  # a true bracket, however wide
-    assert len(gpu.calls) <= 5 and result["search_seconds"] <= 25.0 + 3 * 10.0
+    # the probes, the refining step and the walk run whatever the clock says; bisection only within the budget
+    assert len(gpu.calls) <= 6 and result["search_seconds"] <= 25.0 + 4 * 10.0
 
 
 def test_when_even_a_probe_does_not_fit_it_halves():
@@ -135,6 +195,7 @@ def test_max_batch_on_cuda_reports_its_tries():
     result = max_batch(BenchSpec(model="small", input_size=28, device="cuda"))
     assert result["max_batch"] == 1 << 16 and result["smallest_not_fitting"] is None
     assert [t["batch"] for t in result["trials"]] == [*PROBES, 1 << 16] and all(t["fits"] for t in result["trials"])
+    assert 0 < result["build_seconds"] < result["seconds"] and torch.backends.cudnn.benchmark is False  # restored
     estimate = result["estimate"]
     assert 0 < estimate["per_image_bytes"] < 1 << 20 and estimate["capacity_bytes"] <= result["total_memory_bytes"]
     assert all(t["peak_bytes"] > result["baseline_bytes"] for t in result["trials"])

@@ -134,6 +134,34 @@ def test_the_d2l_fast_candidates_are_chosen_by_validation(tmp_path):
     assert run_gpu.stage_d2l_fast_candidates(runner)["best_by_val"] == "preset"  # a tie keeps the preset
 
 
+def test_the_d2l_book_candidates_are_the_fastest_that_keep_the_books_accuracy(tmp_path):
+    """Stage d2l_book_candidates (runs faked: what it passes and how it chooses): each candidate's overrides on the
+    d2l preset; the fastest run at test acc >= 0.88 wins, a faster one below it does not, the preset on a tie."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_gpu
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    calls = []
+
+    def train(name, preset, *overrides, acc=0.885, wall=20.0):
+        calls.append((name, preset, overrides))
+        return {"val_acc": None, "test_acc": acc, "wall_s": wall, "run": name}
+
+    runner = run_gpu.Runner(tmp_path / "a", None, smoke=False, budget=600.0)
+    runner.train = train
+    runner.results["d2l_book"] = {"test_acc": 0.89, "wall_s": 30.0, "goals": []}
+    found = run_gpu.stage_d2l_book_candidates(runner)
+    assert calls == [("d2l_book_fused_pool", "d2l", ("--set", "train.fused_pool=true"))]
+    assert found["fastest"] == "fused_pool" and found["candidates"]["preset"]["wall_s"] == 30.0
+    runner.train = lambda *a: train(*a, acc=0.87, wall=10.0)  # faster, but below the book's accuracy
+    assert run_gpu.stage_d2l_book_candidates(runner)["fastest"] == "preset"
+    runner.train = lambda *a: train(*a, wall=30.0)
+    assert run_gpu.stage_d2l_book_candidates(runner)["fastest"] == "preset"  # a tie keeps the preset
+    assert "fastest at >= 0.88: preset" in run_gpu._cells("d2l_book_candidates",
+                                                          run_gpu.stage_d2l_book_candidates(runner))
+
+
 @pytest.mark.distributed
 @pytest.mark.skipif(sys.platform != "linux", reason="a bash script for the Linux GPU machines")
 def test_the_ddp_stage_records_scaling_under_torchrun(tmp_path):

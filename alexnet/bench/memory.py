@@ -1,18 +1,27 @@
 """The largest training batch that fits in GPU memory, in a few tries of the trainer's own step on random uint8
 batches (`alexnet bench --max-batch`):
 
-1. measure: two small batches (PROBES), two steps each (the first makes the optimizer's state and runs cuDNN's
-   autotuning); the peak of the second step (`torch.cuda.max_memory_allocated`) is fixed + per_image * batch,
-   the fixed part being the weights, their gradients and the optimizer's state;
-2. estimate: the batch whose peak fills MARGIN of what this process may allocate (free memory plus what its own
+1. measure: two small batches (PROBES), two steps each (the first makes the optimizer's state); the peak of the
+   second step (`torch.cuda.max_memory_allocated`) is fixed + per_image * batch, the fixed part being the
+   weights, their gradients and the optimizer's state;
+2. refine: one step at REFINE of the batch that line predicts; the line through it and the larger probe is the
+   estimate (a workspace or allocator rounding that the small batches do not show moves the first line's
+   prediction by 10-15 %: on the H200 the d2l net's first try was 55,280 where 47,860 fitted and 52,647 did not);
+3. estimate: the batch whose peak fills MARGIN of what this process may allocate (free memory plus what its own
    allocator holds);
-3. confirm: one step at the estimate, then up or down by growing factors until a size that fits and one that
+4. confirm: one step at the estimate, then up or down by growing factors until a size that fits and one that
    does not bracket the limit, then bisection until the bracket is narrower than RESOLUTION of the batch or the
-   time budget is spent.
+   time budget (counted from the start, the trainer's build included) is spent.
+
+cuDNN's autotuning is off while it searches: each new size would run every candidate algorithm once at that
+size. On the H200 (2026-12-04) the d2l net's three large tries took about 8 s each where one eager step of that
+size takes about 1.5 s (an estimate from its 39k img/s); the command took 44.6 s. The heuristics'
+choice of algorithms is no worse a test of fitting: with autotuning on, torch's convolutions skip any algorithm
+whose workspace cannot be allocated and run the next, so the step that fits here fits in training too.
 
 Every try is reported: the batch, whether it fitted, its seconds, its peak bytes or the error. A doubling search
 from a fixed start (`largest_fitting`) took more than 81 s for the d2l net on an H200 (2026-12-04): each new
-size pays cuDNN's autotuning, and doubling to ~10^4 then bisecting to one image is ~25 sizes.
+size paid cuDNN's autotuning, and doubling to ~10^4 then bisecting to one image is ~25 sizes.
 """
 
 import dataclasses
@@ -36,7 +45,8 @@ MAX_BATCH_LIMIT = 1 << 16  # stop searching here: 65,536 images per step is past
 PROBES = (16, 48)          # the two small batches whose peaks give the memory per image
 MARGIN = 0.97              # the estimate fills this much of the memory: the confirmation steps up from there
 RESOLUTION = 1 / 64        # stop bisecting when the bracket is narrower than this fraction of the batch
-BUDGET_S = 25.0            # seconds of search after which bisection stops and the bracket is reported
+REFINE = 1 / 8             # the third probe, at this fraction of the batch the two small ones predict
+BUDGET_S = 18.0            # seconds (from the start, build included) after which bisection stops
 FIRST_STEP = 0.05          # the walk from the estimate grows by 5 %, then 10 %, 20 %, 40 % ...
 
 PeakOf = Callable[[int], "int | str"]  # batch -> peak bytes of its training step, or why it did not fit
@@ -69,9 +79,9 @@ def largest_fitting(fits: Callable[[int], bool], start: int = 64, limit: int = M
 
 
 def linear_estimate(peaks: dict[int, int], capacity: int, margin: float = MARGIN) -> dict:
-    """The line peak = fixed + per_image * batch through the two smallest measured (batch, peak bytes), and the
-    batch at which it reaches `margin` of `capacity` bytes (at least 1)."""
-    (b1, p1), (b2, p2) = sorted(peaks.items())[:2]
+    """The line peak = fixed + per_image * batch through two measured (batch, peak bytes), and the batch at which
+    it reaches `margin` of `capacity` bytes (at least 1)."""
+    (b1, p1), (b2, p2) = sorted(peaks.items())
     per_image = max((p2 - p1) / (b2 - b1), 1.0)  # bytes; a flat line would send the search to the limit
     fixed = p1 - per_image * b1
     batch = max(1, math.floor((capacity * margin - fixed) / per_image))
@@ -108,11 +118,13 @@ def bracket_search(fits: Callable[[int], bool], estimate: int, *, limit: int = M
 
 def search_max_batch(peak_of: PeakOf, capacity: Callable[[], int], *, probes: tuple[int, int] = PROBES,
                      limit: int = MAX_BATCH_LIMIT, resolution: float = RESOLUTION, budget_s: float = BUDGET_S,
-                     clock: Callable[[], float] = time.perf_counter) -> dict:
+                     clock: Callable[[], float] = time.perf_counter, started: float | None = None) -> dict:
     """The search of the module docstring, on any device: `peak_of(b)` runs the steps at batch b and returns
     their peak bytes, or a string saying why they did not fit; `capacity()` is the bytes this process may
-    allocate, read after the probes. Returns max_batch, the bracket, the estimate and every trial."""
+    allocate, read after the probes. The budget counts from `started` (default: now) on `clock`. Returns
+    max_batch, the bracket, the estimate and every trial."""
     start = clock()
+    budget_from = start if started is None else started
     trials: list[dict[str, Any]] = []
     seen: dict[int, dict[str, Any]] = {}  # batch -> its trial
 
@@ -126,16 +138,22 @@ def search_max_batch(peak_of: PeakOf, capacity: Callable[[], int], *, probes: tu
             seen[b] = trials[-1]
         return seen[b]["fits"]
 
-    estimate = None
+    def line(*sizes: int) -> dict:
+        return linear_estimate({b: seen[b]["peak_bytes"] for b in sizes}, capacity())
+
+    estimate = first = None
     if all(b <= limit and fits(b) for b in probes):
-        estimate = linear_estimate({b: seen[b]["peak_bytes"] for b in probes}, capacity())
+        estimate = first = line(*probes)
+        middle = int(first["batch"] * REFINE)
+        if first["batch"] < limit and middle > 2 * probes[-1]:  # worth a step of its own
+            estimate = line(probes[-1], middle) if fits(middle) else {**first, "batch": middle}
         good, bad = bracket_search(fits, estimate["batch"], limit=limit, resolution=resolution,
-                                   out_of_time=lambda: clock() - start > budget_s)
+                                   out_of_time=lambda: clock() - budget_from > budget_s)
     else:  # a probe did not fit (a huge model, a tiny limit): halve from it, then bisect, without an estimate
         good = largest_fitting(fits, start=min(probes[0], limit), limit=limit)
         bad = min((b for b, t in seen.items() if not t["fits"] and b > good), default=None)
-    return {"max_batch": good, "smallest_not_fitting": bad, "estimate": estimate, "trials": trials,
-            "tried": {b: seen[b]["fits"] for b in sorted(seen)},
+    return {"max_batch": good, "smallest_not_fitting": bad, "estimate": estimate, "first_estimate": first,
+            "trials": trials, "tried": {b: seen[b]["fits"] for b in sorted(seen)},
             "search_seconds": clock() - start}
 
 
@@ -147,23 +165,25 @@ def max_batch(spec: BenchSpec, probes: tuple[int, int] = PROBES, budget_s: float
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="alexnet-maxbatch-") as scratch, \
             torch_settings(device, threads=spec.threads, precision=spec.precision):
+        torch.backends.cudnn.benchmark = False  # no autotuning per size (module docstring); torch_settings restores it
         data = write_synthetic_fashion_mnist(Path(scratch) / "data", max(spec.batch_size, 1000), n_test=100)
         # eager steps: a captured graph would keep its memory pool reserved across the sizes tried
         trainer = build_trainer(dataclasses.replace(spec, cuda_graphs=False), str(data), Path(scratch) / "run")
+        build_s = time.perf_counter() - t0
         baseline = torch.cuda.memory_allocated(device)  # the weights (and the data set on the device)
         result = search_max_batch(_peak_of(trainer, device, probes), lambda: _capacity(device), probes=probes,
-                                  budget_s=budget_s)
+                                  budget_s=budget_s, started=t0)
         precision = trainer.precision
     return {**result, "model": spec.model, "model_options": spec.model_options, "input_size": spec.input_size,
             "precision": precision.name,
             "channels_last": precision.channels_last, "device": torch.cuda.get_device_name(device),
             "total_memory_bytes": torch.cuda.get_device_properties(device).total_memory,
-            "baseline_bytes": baseline, "seconds": time.perf_counter() - t0}
+            "baseline_bytes": baseline, "build_seconds": build_s, "seconds": time.perf_counter() - t0}
 
 
 def _peak_of(trainer, device: torch.device, probes: tuple[int, ...]) -> PeakOf:
     """Peak bytes of the trainer's step at batch b: at a probe size two steps and the second one's peak (the
-    first makes the optimizer's state and autotunes), otherwise one (the state exists by then)."""
+    first makes the optimizer's state), otherwise one (the state exists by then)."""
     def peak_of(b: int) -> int | str:
         images = labels = None
         try:
