@@ -190,12 +190,24 @@ def test_max_batch_needs_cuda():
 
 
 @pytest.mark.gpu
-def test_max_batch_on_cuda_reports_its_tries():
-    """The real search, on a net small enough that the limit itself fits: two probes and one try."""
+def test_max_batch_on_cuda_reports_its_tries(monkeypatch):
+    """The real search, on a net small enough that the limit itself fits: two probes and one try, each without
+    cuDNN's autotuning, which is back as it was afterwards."""
+    import alexnet.bench.memory as memory
+
+    autotuning, plain = [], memory._peak_of
+
+    def recorded(*args):
+        peak_of = plain(*args)
+        return lambda b: autotuning.append(torch.backends.cudnn.benchmark) or peak_of(b)
+
+    monkeypatch.setattr(memory, "_peak_of", recorded)
+    before = torch.backends.cudnn.benchmark
     result = max_batch(BenchSpec(model="small", input_size=28, device="cuda"))
+    assert autotuning == [False, False, False]
     assert result["max_batch"] == 1 << 16 and result["smallest_not_fitting"] is None
     assert [t["batch"] for t in result["trials"]] == [*PROBES, 1 << 16] and all(t["fits"] for t in result["trials"])
-    assert 0 < result["build_seconds"] < result["seconds"] and torch.backends.cudnn.benchmark is False  # restored
+    assert 0 < result["build_seconds"] < result["seconds"] and torch.backends.cudnn.benchmark == before
     estimate = result["estimate"]
     assert 0 < estimate["per_image_bytes"] < 1 << 20 and estimate["capacity_bytes"] <= result["total_memory_bytes"]
     assert all(t["peak_bytes"] > result["baseline_bytes"] for t in result["trials"])
