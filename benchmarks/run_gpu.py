@@ -579,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="every stage at toy size on the CPU")
     p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for all stages (default 540)")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages")
+    p.add_argument("--run", help="a sub-folder of the results folder for this run (run1, run2: a run writes "
+                                 "summary.json and tables.md for its own stages only)")
+    p.add_argument("--archive", type=Path, help="also pack the run's results (text files: JSON, tables, profiles, "
+                                                "metrics, the log) into this .tgz, e.g. $OUT/run1.tgz")
     args = p.parse_args(argv)
     unknown = [stage for stage in args.stages.split(",") if f"stage_{stage}" not in globals()]
     if unknown:
@@ -587,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = device_name().replace(" ", "-").replace("/", "-")
     out = args.out or ROOT / "benchmarks" / "results" / f"gpu-{time.strftime('%Y-%m-%d')}-{name}"
+    out = out / args.run if args.run else out
     out.mkdir(parents=True, exist_ok=True)
     data_dir = unpack_deb(args.data_dir, out) if args.data_dir else None
     runner, started = Runner(out, data_dir, args.smoke, args.budget), time.monotonic()
@@ -601,7 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         seconds = summary["stage_seconds"][stage] = round(time.monotonic() - t0, 1)
         (out / f"{stage}.json").write_text(json.dumps(result, indent=1) + "\n")
         summary["stages"][stage] = result
-        print(f"[{stage}] {result.get('error') or 'done'} ({seconds} s)", file=sys.stderr, flush=True)
+        line = f"[{stage}] {result.get('error') or 'done'} ({seconds} s)"
+        print(line, file=sys.stderr, flush=True)
+        with open(out / "log.txt", "a") as log:
+            log.write(line + "\n")
     summary.update(out=str(out), date=time.strftime("%Y-%m-%d %H:%M"), wall_s=round(time.monotonic() - started, 1))
     summary["failed_stages"] = failed(summary)
     summary["exit_status"] = 1 if summary["failed_stages"] else 0
@@ -610,7 +618,28 @@ def main(argv: list[str] | None = None) -> int:
     print(out / "summary.json")
     if summary["failed_stages"]:
         print(f"run_gpu: failed: {', '.join(summary['failed_stages'])}", file=sys.stderr)
+    if args.archive:
+        print(f"{archive(out, args.archive)} files in {args.archive}")
     return summary["exit_status"]
+
+
+ARCHIVED = (".json", ".jsonl", ".md", ".txt", ".xml")  # results, not data: no checkpoints, JPEGs or IDX files
+ARCHIVED_MAX_BYTES = 4 << 20
+
+
+def archive(out: Path, path: Path) -> int:
+    """The run's text results under `out` (by suffix, each under ARCHIVED_MAX_BYTES) packed into the .tgz `path`,
+    with their paths relative to `out`; how many. One file brings a whole run back from a machine that returns
+    only a few (the device tool's $OUT)."""
+    import tarfile
+
+    files = sorted(f for f in out.rglob("*") if f.is_file() and f.suffix in ARCHIVED
+                   and f.stat().st_size <= ARCHIVED_MAX_BYTES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for f in files:
+            tar.add(f, arcname=str(f.relative_to(out)))
+    return len(files)
 
 
 def unpack_deb(data_dir: str, out: Path) -> str:

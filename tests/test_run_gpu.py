@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -55,18 +56,44 @@ def test_a_failing_stage_makes_the_run_exit_non_zero(tmp_path):
     """No Fashion-MNIST where --data-dir points: the stage errors, the next one still runs, and the script fails."""
     (tmp_path / "empty").mkdir()
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "run_gpu.sh"), "--smoke", "--out", str(tmp_path / "gpu"),
-                           "--data-dir", str(tmp_path / "empty"), "--stages", "d2l_book,book_code"],
+                           "--data-dir", str(tmp_path / "empty"), "--stages", "d2l_book,book_code", "--run", "run1",
+                           "--archive", str(tmp_path / "OUT" / "run1.tgz")],
                           capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHON": sys.executable})
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "run_gpu: failed: d2l_book" in proc.stderr
-    summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
+    out = tmp_path / "gpu" / "run1"  # --run: a folder of its own
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["failed_stages"] == ["d2l_book"] and "error" in summary["stages"]["d2l_book"]
     assert "skipped" in summary["stages"]["book_code"]  # the next stage ran (d2l is not installed here)
-    assert "exit status 1" in (tmp_path / "gpu" / "tables.md").read_text()
+    assert "exit status 1" in (out / "tables.md").read_text()
+    # a failed run is packed all the same: its summary, tables, stage files and log, as written
+    with tarfile.open(tmp_path / "OUT" / "run1.tgz") as tar:
+        names = set(tar.getnames())
+        assert {"summary.json", "tables.md", "d2l_book.json", "book_code.json", "log.txt"} <= names
+        assert tar.extractfile("summary.json").read() == (out / "summary.json").read_bytes()
+    assert "[d2l_book]" in (out / "log.txt").read_text() and "[book_code]" in (out / "log.txt").read_text()
     unknown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_gpu.py"), "--stages", "bogus"],
                              capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "unknown stage bogus" in unknown.stderr
+
+
+def test_the_archive_holds_the_text_results_and_no_data(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_gpu
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    out = tmp_path / "run2"
+    files = {"summary.json": b"{}", "profile-fast.txt": b"x", "runs/d2l/metrics.jsonl": b"{}\n",
+             "runs/d2l/checkpoint.pt": b"weights", "folder/source/train/a.jpg": b"jpeg",
+             "fmnist-1/usr/train-images-idx3-ubyte.gz": b"idx", "huge.json": b"0" * (run_gpu.ARCHIVED_MAX_BYTES + 1)}
+    for name, data in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    assert run_gpu.archive(out, tmp_path / "OUT" / "run2.tgz") == 3
+    with tarfile.open(tmp_path / "OUT" / "run2.tgz") as tar:
+        assert sorted(tar.getnames()) == ["profile-fast.txt", "runs/d2l/metrics.jsonl", "summary.json"]
 
 
 def test_an_error_anywhere_in_a_stage_fails_the_run():
