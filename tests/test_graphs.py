@@ -192,6 +192,28 @@ def test_fused_pool_waits_for_cuda_and_a_measurement(tmp_path, data_dir):
         "train.fused_pool: false"
 
 
+def test_bias_after_pool_waits_for_a_measurement_and_trains_as_the_plain_order(tmp_path, data_dir):
+    """Off by default (on a CPU oneDNN adds the bias inside the convolution); asked for, the convolutions before a
+    ReLU and a max-pool run without their bias, the checkpoint is the plain net's, and one training step from the
+    same weights gives the plain step's loss and weights to fp32 rounding."""
+    t = trainer(data_dir, tmp_path)
+    assert not t.fast["bias_after_pool"].on and "off on a CPU" in t.fast["bias_after_pool"].reason
+    on = trainer(data_dir, tmp_path, **{"train.bias_after_pool": True})
+    assert on.run_info["fast_paths"]["bias_after_pool"] == "bias_after_pool on (train.bias_after_pool: true)"
+    assert [s for s in on.net.steps if "bias" in s[0]] == [("conv_nobias", 0), ("pool_bias_relu", 1),
+                                                           ("conv_nobias", 3), ("pool_bias_relu", 4),
+                                                           ("conv_nobias", 10), ("pool_bias_relu", 11)]
+    assert list(on.state_dict()["model"]) == list(on.model.state_dict())  # saved as the plain net
+    t.model.load_state_dict(on.model.state_dict())
+    batch = next(on.data.train.batches(0))
+    moved_loss, plain_loss = on.train_step(batch)[0], t.train_step(batch)[0]
+    assert float(moved_loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    for key, value in on.model.state_dict().items():
+        torch.testing.assert_close(value, t.model.state_dict()[key], rtol=1e-5, atol=1e-7, msg=key)
+    with pytest.raises(AlexNetError, match="train.bias_after_pool: true does not apply: .*no biased convolution"):
+        trainer(data_dir, tmp_path, **{"train.bias_after_pool": True, "model.activation": "tanh"})
+
+
 @pytest.mark.gpu
 def test_the_fused_pool_trains_as_the_eager_pool_on_cuda(tmp_path, data_dir):
     """The captured d2l step with the Triton pool against the same step with torch's pool, fp32 (TF32 off): the
@@ -210,3 +232,29 @@ def test_the_fused_pool_trains_as_the_eager_pool_on_cuda(tmp_path, data_dir):
         assert fused.captured is not None
         for key, value in eager.model.state_dict().items():
             torch.testing.assert_close(fused.model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bias_after_pool_trains_as_the_plain_order_on_cuda(tmp_path, data_dir, precision):
+    """The captured d2l step with the biases after the pools against the plain order, on CUDA: the first step's
+    logits are equal (torch adds a CUDA convolution's bias in a kernel of its own, so moving it past the pool
+    changes no value), and after 5 steps the weights agree to rounding (fp32, TF32 off) or to bf16's."""
+    cuda = torch.device("cuda")
+    net = {"model.name": "d2l", "data.input_size": 67, "train.precision": precision}
+    tol = {"rtol": 1e-5, "atol": 1e-6} if precision == "fp32" else {"rtol": 2e-2, "atol": 2e-3}
+    with torch_settings(cuda, precision=precision):
+        moved = trainer(data_dir, tmp_path, "cuda", **net, **{"train.bias_after_pool": True})
+        plain = trainer(data_dir, tmp_path, "cuda", **net)
+        assert moved.fast["bias_after_pool"].on and ("conv_nobias", 0) not in plain.net.steps
+        images = next(moved.data.train.batches(0)).images
+        with torch.no_grad():
+            moved.eval_net.eval(), plain.eval_net.eval()
+            assert torch.equal(moved.eval_logits(images), plain.eval_logits(images))
+        for t in (moved, plain):
+            t.net.train()
+            for _, batch in zip(range(5), t.data.train.batches(0), strict=False):
+                t.train_step(batch)
+                t.progress.global_step += 1
+        for key, value in plain.model.state_dict().items():
+            torch.testing.assert_close(moved.model.state_dict()[key].float(), value.float(), **tol, msg=key)

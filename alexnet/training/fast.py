@@ -15,6 +15,11 @@ the device and the config, named with its reason in the banner and `config.yaml`
   bit-equal in fp32. It applies on CUDA with Triton, outside torch.compile (inductor generates its own pool). auto
   leaves it off until an H200 run has measured it against the eager kernels (`benchmarks/run_gpu.sh`, bench variant
   `fused_pool`): a default follows a measurement.
+* `train.bias_after_pool` (auto | true | false): a biased convolution followed by ReLU -> max-pool runs without its
+  bias, added to the pooled tensor before the ReLU (`alexnet.kernels.forward`): the same values as torch's CUDA
+  convolution (which adds its bias in a separate kernel), the gradients to rounding of the bias's sum. auto leaves
+  it off until measured on a GPU (`benchmarks/run_gpu.sh`, bench variant `bias_after_pool`); on a CPU oneDNN adds
+  the bias inside the convolution, so there is nothing to gain.
 * `train.fused_lrn` (auto | true | false): the paper's LRN as one autograd Function with its analytic backward
   (`alexnet.kernels.lrn`), equal to the plain module within a few ulp; auto takes it when the step is not compiled
   (torch.compile fuses the plain module's ops itself, about as fast on a CPU): 11 kernels for ~33, 1.9-4.7x the
@@ -29,7 +34,7 @@ from alexnet.base.errors import AlexNetError
 from alexnet.config import Config
 from alexnet.kernels import pool
 from alexnet.kernels.conv1 import first_conv
-from alexnet.kernels.forward import has_fusable_pool, has_lrn, has_pool_after_relu
+from alexnet.kernels.forward import has_bias_before_pool, has_fusable_pool, has_lrn, has_pool_after_relu
 from alexnet.runtime.distributed import DistEnv
 from alexnet.runtime.precision import Precision
 
@@ -92,6 +97,14 @@ def fused_pool(cfg: Config, device: torch.device, model: torch.nn.Module) -> Cho
                   "auto: off until measured against the eager kernels on a GPU (train.fused_pool: true)", False)
 
 
+def bias_after_pool(cfg: Config, device: torch.device, model: torch.nn.Module) -> Choice:
+    blocker = None if has_bias_before_pool(model) else \
+        f"{cfg.model.name} as configured has no biased convolution followed by ReLU and max-pool"
+    reason = ("auto: off until measured against the plain order on a GPU (train.bias_after_pool: true)"
+              if device.type == "cuda" else "auto: off on a CPU (oneDNN adds the bias inside the convolution)")
+    return decide(cfg.train.bias_after_pool, "bias_after_pool", blocker, reason, False)
+
+
 def fused_lrn(cfg: Config, device: torch.device, model: torch.nn.Module) -> Choice:
     blocker = None if has_lrn(model) else f"{cfg.model.name} as configured has no LRN"
     compiled = bool(cfg.train.compile)
@@ -105,10 +118,12 @@ def choose(cfg: Config, device: torch.device, env: DistEnv, precision: Precision
     """Every fast path's choice for this run, by name (the banner's and config.yaml's order)."""
     return {"space_to_depth": space_to_depth(cfg, device, model), "pool_first": pool_first(cfg, model),
             "fused_lrn": fused_lrn(cfg, device, model), "fused_pool": fused_pool(cfg, device, model),
+            "bias_after_pool": bias_after_pool(cfg, device, model),
             "cuda_graphs": cuda_graphs(cfg, device, env, precision)}
 
 
 def forms(choices: dict[str, Choice]) -> dict[str, bool]:
     """The execution forms among `choices`, as alexnet.kernels.forward.FastForward's arguments."""
     return {"fold_conv1": choices["space_to_depth"].on, "pool_first": choices["pool_first"].on,
-            "fused_lrn": choices["fused_lrn"].on, "fused_pool": choices["fused_pool"].on}
+            "fused_lrn": choices["fused_lrn"].on, "fused_pool": choices["fused_pool"].on,
+            "bias_after_pool": choices["bias_after_pool"].on}
