@@ -38,6 +38,7 @@ def format_bench(result: dict) -> str:
              f"{c['warmup']} warm-up; {result['device']}; torch {result['torch']}",
              *_table(sides, base), *_legend(sides, base), *_notes(sides, c["steps"]),
              f"ours: {o['precision']}{' + channels_last' if o['channels_last'] else ''} ({o['precision_reason']})",
+             *([f"ours: fast paths: {'; '.join(o['fast_paths'].values())}"] if "fast_paths" in o else []),
              f"FLOPs per training image: {o['flops_per_image']:,} (forward + backward, torch.utils.flop_counter)"]
     return "\n".join(lines + peak_lines(sides))
 

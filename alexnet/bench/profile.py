@@ -171,17 +171,8 @@ def format_profile(result: dict) -> str:
     options = options_label(result.get("model_options", {}))
     lines = [f"profile: {result['model']}{options} @{result['input_size']}, batch {result['batch_size']}, "
              f"{result['precision']}{', channels_last' if result['channels_last'] else ''}; {result['device']}; "
-             f"torch {result['torch']}", f"fast paths: {'; '.join(result['fast_paths'].values())}",
-             f"{'unit':<14}{'layers':<28}{'output':>16}{'fwd ms':>9}{'bwd ms':>9}{'GFLOP':>9}{'GFLOP/s':>9}{'TC':>6}"]
-    total_f = total_b = 0.0
-    for r in result["layers"]:
-        total_f, total_b = total_f + r["forward_ms"], total_b + r["backward_ms"]
-        gflop = (r["forward_flops"] + r["backward_flops"]) / 1e9
-        rate = "-" if not r["tflops"] else f"{1000 * r['tflops']:.0f}"
-        tc = "-" if r["tensor_core_share"] is None else f"{r['tensor_core_share']:.0%}"
-        lines.append(f"{r['layer']:<14}{r['types'][:27]:<28}{'x'.join(map(str, r['output'])):>16}"
-                     f"{r['forward_ms']:>9.3f}{r['backward_ms']:>9.3f}{gflop:>9.2f}{rate:>9}{tc:>6}")
-    lines.append(f"{'sum of units':<58}{total_f:>9.3f}{total_b:>9.3f}")
+             f"torch {result['torch']}", f"fast paths: {'; '.join(result['fast_paths'].values())}"]
+    lines += _layer_table(result["layers"])
     step = f"step ({s['steps']} profiled): wall {s['wall_ms']:.3f} ms"
     if "gpu_ms" in s:
         share = "-" if s["tensor_core_share"] is None else f"{s['tensor_core_share']:.0%}"
@@ -193,3 +184,21 @@ def format_profile(result: dict) -> str:
     else:
         lines.append(step)
     return "\n".join(lines)
+
+
+def _layer_table(rows: list[dict]) -> list[str]:
+    """The per-unit table, its header first and its sums last. The unit and layer columns are as wide as their
+    longest entry (at least the usual 14 and 28), so no name is ever cut and every figure stays in its column."""
+    unit_w = max([14, *(len(r["layer"]) + 2 for r in rows)])
+    types_w = max([28, *(len(r["types"]) + 2 for r in rows)])
+    lines = [f"{'unit':<{unit_w}}{'layers':<{types_w}}{'output':>16}{'fwd ms':>9}{'bwd ms':>9}{'GFLOP':>9}"
+             f"{'GFLOP/s':>9}{'TC':>6}"]
+    for r in rows:
+        gflop = (r["forward_flops"] + r["backward_flops"]) / 1e9
+        rate = "-" if not r["tflops"] else f"{1000 * r['tflops']:.0f}"
+        tc = "-" if r["tensor_core_share"] is None else f"{r['tensor_core_share']:.0%}"
+        lines.append(f"{r['layer']:<{unit_w}}{r['types']:<{types_w}}{'x'.join(map(str, r['output'])):>16}"
+                     f"{r['forward_ms']:>9.3f}{r['backward_ms']:>9.3f}{gflop:>9.2f}{rate:>9}{tc:>6}")
+    total_f, total_b = sum(r["forward_ms"] for r in rows), sum(r["backward_ms"] for r in rows)
+    lines.append(f"{'sum of units':<{unit_w + types_w + 16}}{total_f:>9.3f}{total_b:>9.3f}")
+    return lines

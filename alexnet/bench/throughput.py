@@ -202,7 +202,8 @@ def _training_flops(model: str, input_size: int, options: tuple = ()) -> int:  #
 
 
 def measure_ours(spec: BenchSpec) -> dict:
-    """Training and inference images/s of the trainer's own step, with memory, FLOPs and MFU. The process-wide
+    """Training and inference images/s of the trainer's own step, with memory, FLOPs and MFU, and the fast paths
+    the step took (`fast_paths`: each named with its reason, as `alexnet train`'s banner). The process-wide
     torch settings are the trainer's (as `alexnet train` sets them) inside, torch's defaults again after."""
     flops = flops_per_image(spec)
     device = pick_device(spec.device)
@@ -223,9 +224,11 @@ def measure_ours(spec: BenchSpec) -> dict:
         infer_s = time_steps(lambda: trainer.eval_logits(next(batches).images), steps=spec.steps,
                              warmup=spec.warmup, device=device)
         precision = trainer.precision
+        fast_paths = dict(trainer.run_info["fast_paths"])  # after the steps: a failed graph capture says so here
     result = summarise(spec, device, train_s=train_s, infer_s=infer_s, flops=flops, memory=memory,
                        memory_kind=memory_kind, precision=precision.name)
-    return {**result, "channels_last": precision.channels_last, "precision_reason": precision.reason}
+    return {**result, "channels_last": precision.channels_last, "precision_reason": precision.reason,
+            "fast_paths": fast_paths}
 
 
 def summarise(spec: BenchSpec, device: torch.device, *, train_s: float, infer_s: float | None, flops: int,

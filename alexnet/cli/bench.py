@@ -130,21 +130,34 @@ def cmd_bench(args) -> int:
                      steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
                      data_dir=args.data_dir, threads=args.threads, remeasure_peak=args.remeasure_peak,
                      model_options=_model_options(args.set or []))
-    if args.profile:
-        from alexnet.bench.profile import format_profile, profile_step
+    with _named_as_flags():
+        if args.profile:
+            from alexnet.bench.profile import format_profile, profile_step
 
-        result = profile_step(spec)
-        print(json.dumps(result) if args.json else format_profile(result))
+            result = profile_step(spec)
+            print(json.dumps(result) if args.json else format_profile(result))
+            return 0
+        if args.max_batch:
+            result = max_batch(spec)
+            print(json.dumps(result) if args.json else
+                  f"{spec.model}{options_label(spec.model_options)} @{spec.input_size}, {spec.precision}: largest "
+                  f"training batch {result['max_batch']} on {result['device']} (tried {result['tried']})")
+            return 0
+        result = run_bench(spec, baseline=args.baseline)
+        print(json.dumps(result) if args.json else format_bench(result))
         return 0
-    if args.max_batch:
-        result = max_batch(spec)
-        print(json.dumps(result) if args.json else
-              f"{spec.model}{options_label(spec.model_options)} @{spec.input_size}, {spec.precision}: largest "
-              f"training batch {result['max_batch']} on {result['device']} (tried {result['tried']})")
-        return 0
-    result = run_bench(spec, baseline=args.baseline)
-    print(json.dumps(result) if args.json else format_bench(result))
-    return 0
+
+
+@contextlib.contextmanager
+def _named_as_flags():
+    """A fast path forced on where it cannot apply, named as the user typed it: the flag (--fused-pool), not the
+    trainer's config key (train.fused_pool), which `alexnet train --set` and --time-to-accuracy keep naming."""
+    from alexnet.training.fast import NotApplicable
+
+    try:
+        yield
+    except NotApplicable as error:
+        raise AlexNetError(f"--{error.name.replace('_', '-')} does not apply: {error.blocker}") from None
 
 
 def _model_options(pairs: list[tuple[str, object]]) -> dict:

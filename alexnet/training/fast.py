@@ -48,13 +48,25 @@ class Choice:
         return f"{name} {'on' if self.on else 'off'} ({self.reason})"
 
 
+class NotApplicable(AlexNetError):
+    """`train.NAME: true` where the path cannot apply. It names the config key; `name` and `blocker` let an entry
+    point whose user spelled the setting otherwise (`alexnet bench --fused-pool`) name what was typed instead."""
+
+    def __init__(self, name: str, blocker: str):
+        super().__init__(name, blocker)  # its args rebuild it (copy, pickle)
+        self.name, self.blocker = name, blocker
+
+    def __str__(self) -> str:
+        return f"train.{self.name}: true does not apply: {self.blocker}"
+
+
 def decide(setting: bool | str, name: str, blocker: str | None, auto_reason: str, auto_on: bool) -> Choice:
     """`setting` true | false | auto; `blocker` says why the path cannot apply (None: it can)."""
     if setting is False:
         return Choice(False, f"train.{name}: false")
     if blocker is not None:
         if setting is True:
-            raise AlexNetError(f"train.{name}: true does not apply: {blocker}")
+            raise NotApplicable(name, blocker)
         return Choice(False, blocker)
     if setting is True:
         return Choice(True, f"train.{name}: true")
