@@ -23,8 +23,8 @@ below) and DIR/tables.md.
                  (where the `d2l` package is importable; else skipped, and said)
     studies      every `alexnet experiment` at its full budget (not in the default list: minutes)
     d2l_book_candidates
-                 the d2l preset with each of D2L_BOOK_CANDIDATES' execution forms (the Triton pools) while the budget
-                 lasts, the fastest that keeps test acc >= 0.88 (not in the default list: ~30 s per candidate)
+                 the d2l preset with each of D2L_BOOK_CANDIDATES' execution forms (the Triton pools, the biases
+                 after the pools) while the budget lasts, the fastest that keeps test acc >= 0.88 (not in the default list: ~30 s per candidate)
     d2l_fast_candidates
                  the d2l-fast preset with each of D2L_FAST_CANDIDATES' overrides while the budget lasts, the best
                  by validation accuracy (not in the default list: ~75 s per candidate on an H200)
@@ -129,15 +129,16 @@ def stage_profile(r: Runner) -> dict:
             ["--model", "d2l", "--batch-size", "256", "--steps", "10", "--warmup", "5", "--synthetic",
              "--device", "cuda"])
     out: dict = {}
-    # fused_pool: the defaults plus the Triton max-pool + ReLU (off by default until this profile has measured it)
-    variants = {"plain": ["--no-cuda-graphs", "--no-space-to-depth"], "fast": [], "fused_pool": ["--fused-pool"]}
+    # fused_pool, bias_after_pool: the defaults plus a candidate (off by default until these have measured them)
+    variants = {"plain": ["--no-cuda-graphs", "--no-space-to-depth"], "fast": [], "fused_pool": ["--fused-pool"],
+                "bias_after_pool": ["--bias-after-pool"]}
     for name, extra in variants.items():
         if r.smoke and name != "fast":  # on a CPU no GPU fast path applies: the profiles would be one
             continue
         try:
             result = json.loads(r.alexnet("bench", "--profile", *args, *extra, "--json"))
         except Exception as e:  # a candidate's failure is recorded; the stage's main figures stand
-            if name != "fused_pool":
+            if name in ("plain", "fast"):
                 raise
             out[name] = {"error": one_line(e)}
             continue
@@ -202,7 +203,8 @@ def stage_d2l_fast_candidates(r: Runner) -> dict:
 # Execution forms tried on the d2l preset (stage d2l_book_candidates, on request): the book's hyper-parameters
 # unchanged, so what is compared is the wall time (goal <= 15 s; 32.1 s on the H200 with the defaults). Not
 # torch.compile: its compilation alone would take longer than the goal.
-D2L_BOOK_CANDIDATES = {"fused_pool": ["--set", "train.fused_pool=true"]}
+D2L_BOOK_CANDIDATES = {"fused_pool": ["--set", "train.fused_pool=true"],
+                       "bias_after_pool": ["--set", "train.bias_after_pool=true"]}
 
 
 def stage_d2l_book_candidates(r: Runner) -> dict:
@@ -246,6 +248,11 @@ BENCH_VARIANTS = {"no_cuda_graphs": ["--no-cuda-graphs"], "no_space_to_depth": [
                   # max-pool + ReLU as Triton kernels with int8 codes (alexnet.kernels.pool): off by default until
                   # this variant has measured it against the eager kernels
                   "fused_pool": ["--fused-pool"],
+                  # conv -> pool -> + bias -> ReLU (the bias add and its gradient's sum on the pooled tensor: those
+                  # two kernels took 0.77 ms of the 5.98 ms step, docs/performance.md section 8), alone and with the
+                  # Triton pools
+                  "bias_after_pool": ["--bias-after-pool"],
+                  "fused_pool_bias_after_pool": ["--fused-pool", "--bias-after-pool"],
                   # torch.compile under the captured step (inductor's max-pool keeps int8 offsets, and fuses the
                   # element-wise work), and a larger batch: the two next candidates of docs/performance.md section 7
                   "compile": ["--compile"], "batch_1024": ["--batch-size", "1024"],

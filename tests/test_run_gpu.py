@@ -179,8 +179,12 @@ def test_the_d2l_book_candidates_are_the_fastest_that_keep_the_books_accuracy(tm
     runner.train = train
     runner.results["d2l_book"] = {"test_acc": 0.89, "wall_s": 30.0, "goals": []}
     found = run_gpu.stage_d2l_book_candidates(runner)
-    assert calls == [("d2l_book_fused_pool", "d2l", ("--set", "train.fused_pool=true"))]
-    assert found["fastest"] == "fused_pool" and found["candidates"]["preset"]["wall_s"] == 30.0
+    assert calls == [("d2l_book_fused_pool", "d2l", ("--set", "train.fused_pool=true")),
+                     ("d2l_book_bias_after_pool", "d2l", ("--set", "train.bias_after_pool=true"))]
+    assert found["fastest"] == "fused_pool" and found["candidates"]["preset"]["wall_s"] == 30.0  # the first of a tie
+    walls = iter([25.0, 22.0])
+    runner.train = lambda *a: train(*a, wall=next(walls))
+    assert run_gpu.stage_d2l_book_candidates(runner)["fastest"] == "bias_after_pool"
     runner.train = lambda *a: train(*a, acc=0.87, wall=10.0)  # faster, but below the book's accuracy
     assert run_gpu.stage_d2l_book_candidates(runner)["fastest"] == "preset"
     runner.train = lambda *a: train(*a, wall=30.0)

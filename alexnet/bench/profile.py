@@ -42,7 +42,8 @@ REPEATS = 10  # timed forward and backward passes per unit
 
 def units(model: nn.Module, pool_first: bool = False) -> list[tuple[str, list[nn.Module]]]:
     """The net's layers in order (iterating the model, as the book's shape loop), grouped into timed units;
-    `pool_first`: a max-pool after a ReLU stays in the ReLU's unit, where the trainer runs it before the ReLU."""
+    `pool_first`: a max-pool after a ReLU stays in the ReLU's unit, where the trainer runs it before the ReLU (with
+    pool_first or bias_after_pool)."""
     names = {id(m): n for n, m in model.named_modules()}
     groups: list[tuple[str, list[nn.Module]]] = []
     for layer in model:  # type: ignore[attr-defined]
@@ -112,13 +113,14 @@ def _layer_rows(trainer, images: torch.Tensor, device: torch.device) -> list[dic
     model, precision = trainer.model, trainer.precision
     fold_conv1, pool_first = trainer.fast["space_to_depth"].on, trainer.fast["pool_first"].on
     fused_lrn, fused_pool = trainer.fast["fused_lrn"].on, trainer.fast["fused_pool"].on
+    bias_after_pool = trainer.fast["bias_after_pool"].on
     with torch.no_grad():
         x = trainer.data.train_pipeline(images, trainer.aug_generator)
         x = x.contiguous(memory_format=precision.memory_format)
     rows = []
-    for index, (name, layers) in enumerate(units(model, pool_first)):
+    for index, (name, layers) in enumerate(units(model, pool_first or bias_after_pool)):
         steps = plan(layers, fold_first=fold_conv1 and index == 0, pool_first=pool_first, fused_lrn=fused_lrn,
-                     fused_pool=fused_pool)
+                     fused_pool=fused_pool, bias_after_pool=bias_after_pool)
         with precision.autocast(device):
             rows.append(_time_unit(name, layers, steps, x, device, input_grad=index > 0))
             with torch.no_grad():
