@@ -52,6 +52,11 @@ def test_tensor_core_kernel_names():
     assert not TENSOR_CORE.search("void at::native::vectorized_elementwise_kernel<4, at::native::(anonymous)")
     assert not TENSOR_CORE.search("implicit_convolve_sgemm")
     assert not TENSOR_CORE.search("sm80_xmma_fprop_implicit_gemm_f32f32_f32f32_f32_nhwckrsc_nchw")  # IEEE fp32
+    # cuBLAS's Hopper GEMMs (the Linear layers on an H100 / H200): half, bf16 and tf32 inputs; not all-single
+    assert TENSOR_CORE.search("nvjet_hsh_192x192_64x3_2x1_v_bz_coopB_NTN")
+    assert TENSOR_CORE.search("nvjet_sm90_hss_320x128_64x4_2x1_v_bz_coopA_NNN")
+    assert TENSOR_CORE.search("nvjet_tst_128x256_64x4_1x2_h_bz_coopB_TNT")
+    assert not TENSOR_CORE.search("nvjet_sss_128x64_64x6_2x1_v_bz_NNN")
 
 
 def test_profile_from_the_command_line(cli):
