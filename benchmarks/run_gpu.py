@@ -24,7 +24,8 @@ below) and DIR/tables.md.
     studies      every `alexnet experiment` at its full budget (not in the default list: minutes)
     d2l_book_candidates
                  the d2l preset with each of D2L_BOOK_CANDIDATES' execution forms (the Triton pools, the biases
-                 after the pools) while the budget lasts, the fastest that keeps test acc >= 0.88 (not in the default list: ~30 s per candidate)
+                 after the pools) while the budget lasts, the fastest that keeps test acc >= 0.88 (not in the
+                 default list: ~30 s per candidate)
     d2l_fast_candidates
                  the d2l-fast preset with each of D2L_FAST_CANDIDATES' overrides while the budget lasts, the best
                  by validation accuracy (not in the default list: ~75 s per candidate on an H200)
