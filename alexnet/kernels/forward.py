@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alexnet.kernels import conv1, lrn, pool
@@ -93,7 +94,7 @@ def run(layers: Sequence[nn.Module], steps: list[Step], x: torch.Tensor) -> torc
             x = conv1.conv2d_space_to_depth(x, conv.weight, None, conv.stride[0], int(conv.padding[0]))
         elif what == "conv_nobias":
             conv = cast(nn.Conv2d, layers[i])
-            x = conv._conv_forward(x, conv.weight, None)
+            x = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)  # zero padding
         elif what in ("pool_bias_relu", "pool_fused_bias_relu"):
             x = layers[i + 1](x) if what == "pool_bias_relu" else pool.max_pool(layers[i + 1], x)
             bias = cast(torch.Tensor, cast(nn.Conv2d, layers[i - 1]).bias)
