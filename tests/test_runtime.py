@@ -61,6 +61,19 @@ def test_an_explicit_precision_wins_and_emulated_bf16_is_named(monkeypatch):
     assert resolve_precision("fp16", CUDA).name == "fp16" and resolve_precision("fp32", CUDA).channels_last is False
 
 
+def test_the_description_says_why_the_layout_when_only_the_precision_was_asked_for(monkeypatch):
+    monkeypatch.setattr(precision_mod, "cpu_features", lambda: CpuFeatures("Xeon", "AVX512", True, True))
+    assert resolve_precision("fp32", CPU).describe() == "fp32 + channels_last (asked for; channels_last: auto, on " \
+                                                        "every CPU)"
+    assert resolve_precision("fp32", CPU, channels_last=True).describe() == "fp32 + channels_last (asked for)"
+    assert resolve_precision("fp32", CPU, channels_last=False).describe() == "fp32 (asked for)"
+    auto = resolve_precision("auto", CPU)  # auto names its reason once, for both
+    assert auto.describe() == f"bf16 + channels_last ({auto.reason})" and "channels_last" not in auto.reason
+    fake_gpu(monkeypatch, "NVIDIA H100", (9, 0))
+    assert resolve_precision("bf16", CUDA).describe() == "bf16 + channels_last (asked for; channels_last: auto, " \
+                                                          "with 16-bit autocast)"
+
+
 def test_precision_names_say_what_runs_on_cuda(monkeypatch):
     fake_gpu(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0))
     fp32, tf32 = resolve_precision("fp32", CUDA), resolve_precision("tf32", CUDA)

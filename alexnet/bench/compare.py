@@ -7,6 +7,7 @@ import torch
 from alexnet.bench.baseline import measure_baseline
 from alexnet.bench.throughput import CUDA_PEAK, BenchSpec, measure_ours, options_label
 from alexnet.runtime.device import device_name, pick_device
+from alexnet.runtime.precision import describe
 from alexnet.runtime.settings import num_threads
 
 
@@ -37,7 +38,7 @@ def format_bench(result: dict) -> str:
              f"{'synthetic data' if c['synthetic'] else 'Fashion-MNIST'}; {c['steps']} timed steps after "
              f"{c['warmup']} warm-up; {result['device']}; torch {result['torch']}",
              *_table(sides, base), *_legend(sides, base), *_notes(sides, c["steps"]),
-             f"ours: {o['precision']}{' + channels_last' if o['channels_last'] else ''} ({o['precision_reason']})",
+             f"ours: {describe(o['precision'], o['channels_last'], o['precision_reason'])}",
              *([f"ours: fast paths: {'; '.join(o['fast_paths'].values())}"] if "fast_paths" in o else []),
              f"FLOPs per training image: {o['flops_per_image']:,} (forward + backward, torch.utils.flop_counter)"]
     return "\n".join(lines + peak_lines(sides))

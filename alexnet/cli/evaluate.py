@@ -92,7 +92,7 @@ def confusion_lines(confusion: list[list[int]], classes: list[str]) -> list[str]
 
 
 def _precision_text(precision) -> str:
-    return f"precision {precision.name}{' + channels_last' if precision.channels_last else ''} ({precision.reason})"
+    return f"precision {precision.describe()}"
 
 
 def _precision_record(precision) -> dict:

@@ -8,6 +8,7 @@ from alexnet.base.errors import plural
 from alexnet.base.files import atomic_write
 from alexnet.config import Config
 from alexnet.report.plots import plot_curves
+from alexnet.runtime.precision import describe
 
 
 def write_run_report(out: Path, cfg: Config, history: list[dict], classes: list[str], info: dict) -> Path:
@@ -33,6 +34,8 @@ def write_run_report(out: Path, cfg: Config, history: list[dict], classes: list[
         state = f"interrupted after epoch {last['epoch']} of {cfg.train.epochs}"
         stopped = (f"\n**Interrupted:** {info['interrupted']} (`alexnet train --out {out} --resume`). The figures "
                    f"below are those of epoch {last['epoch']}, the last one finished.\n")
+    precision = describe(info.get("precision", cfg.train.precision), bool(info.get("channels_last")),
+                         info.get("reason", ""))
     text = f"""# Run report: {cfg.preset} ({state})
 {stopped}
 Model `{cfg.model.name}` {cfg.model.options or ''} on `{cfg.data.dataset}` ({len(classes)} classes),
@@ -41,9 +44,8 @@ SGD lr {cfg.optim.lr} ({cfg.optim.schedule}), momentum {cfg.optim.momentum}, wei
 seed {cfg.train.seed}. Full configuration: `config.yaml`.
 
 Ran on {info.get('device', '?')} (host {info.get('host', '?')}, torch {info.get('torch', '?')}), precision
-{info.get('precision', cfg.train.precision)}{' + channels_last' if info.get('channels_last') else ''}
-({info.get('reason', '')}). Data: {sources.get('train', '?')}; train {sizes.get('train', 0):,}, validation
-{sizes.get('val', 0):,}, test {sizes.get('test', 0):,} images; validation: {sources.get('val', '?')}.
+{precision}. Data: {sources.get('train', '?')}; train {sizes.get('train', 0):,}, validation {sizes.get('val', 0):,},
+test {sizes.get('test', 0):,} images; validation: {sources.get('val', '?')}.
 
 **Final:** test accuracy {last['test_acc']:.4f}{final_top5}, validation accuracy
 {_acc(last.get('val_acc'))}, train accuracy {last['train_acc']:.4f}, train loss {last['train_loss']:.4f}, after

@@ -72,6 +72,15 @@ class Precision:
     def to_dict(self) -> dict:
         return {"precision": self.name, "channels_last": self.channels_last, "reason": self.reason}
 
+    def describe(self) -> str:
+        return describe(self.name, self.channels_last, self.reason)
+
+
+def describe(name: str, channels_last: bool, reason: str) -> str:
+    """"fp32 + channels_last (asked for; channels_last: auto, on every CPU)": what runs and why, one line (the
+    banner, the report, eval / predict and bench say it alike)."""
+    return f"{name}{' + channels_last' if channels_last else ''} ({reason})"
+
 
 FP32 = Precision("fp32", False, "asked for")
 
@@ -113,6 +122,8 @@ def resolve_precision(requested: str, device: torch.device, channels_last: bool 
             reason = "asked for; emulated on this CPU (no AVX512-BF16 / AMX)"
     if channels_last == "auto":
         channels_last = device.type == "cpu" or name not in FLOAT32
+        if channels_last and requested != "auto":  # the precision was asked for, the layout was not: say why
+            reason += "; channels_last: auto, " + ("on every CPU" if device.type == "cpu" else "with 16-bit autocast")
     return Precision(name, bool(channels_last), reason)
 
 

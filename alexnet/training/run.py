@@ -27,6 +27,7 @@ from alexnet.run.trained import load_weights
 from alexnet.runtime import distributed
 from alexnet.runtime.device import pick_device
 from alexnet.runtime.distributed import DistEnv
+from alexnet.runtime.precision import describe
 from alexnet.runtime.settings import torch_settings
 from alexnet.training.monitor import trim_steps
 from alexnet.training.trainer import Trainer
@@ -131,8 +132,7 @@ def banner(trainer: Trainer, *, resumed: bool, weights: str | None = None) -> No
     m.say(head + (f" (resuming at epoch {p.epoch + 1}, step {p.global_step})" if resumed else ""))
     m.say(f"  device     {info['device']} | torch {info['torch']} | host {info['host']}"
           + (f" | {info['world_size']} ranks" if info["world_size"] > 1 else ""))
-    m.say(f"  precision  {info['precision']}{' + channels_last' if info['channels_last'] else ''} "
-          f"({info['reason']})")
+    m.say(f"  precision  {describe(info['precision'], info['channels_last'], info['reason'])}")
     m.say(f"  fast paths {'; '.join(info['fast_paths'].values())}")
     m.say(f"  data       {cfg.data.dataset} from {sources['train']}: train {sizes['train']:,} | val "
           f"{sizes['val']:,} | test {sizes['test']:,}")
