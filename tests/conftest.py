@@ -48,6 +48,19 @@ def _no_user_data(monkeypatch, tmp_path):
 
 
 @pytest.fixture
+def fast_peak(monkeypatch):
+    """The bench's MFU peak from two small matmul sizes and a few short samples: the same code as the real
+    measurement (whose sizes and seconds per precision are a benchmark's concern) in milliseconds. Each test has
+    its own cache (`_no_user_data`) and process memory of what was measured."""
+    from alexnet.bench import peak as peak_mod
+
+    monkeypatch.setattr(peak_mod, "SIZES", {"cpu": (64, 128), "cuda": (64, 128)})
+    monkeypatch.setattr(peak_mod, "SAMPLE_S", {"cpu": 0.0005, "cuda": 0.0005})
+    monkeypatch.setattr(peak_mod, "SIZE_BUDGET_S", {"cpu": 0.005, "cuda": 0.005})
+    monkeypatch.setattr(peak_mod, "_MEASURED", {})
+
+
+@pytest.fixture
 def cli(capsys):
     """Run `alexnet ARGV...` in-process: returns (exit code, stdout, stderr); argparse's exits included."""
     from alexnet.cli import main

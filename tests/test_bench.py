@@ -59,14 +59,8 @@ FIGURES = ("train_images_per_sec", "infer_images_per_sec", "step_ms", "flops_per
 
 
 @pytest.fixture(autouse=True)
-def _fast_peak(monkeypatch):
-    # The peak's real sizes and time budget (seconds per precision) are a benchmark's concern; two small sizes and
-    # a few short samples run the same code in milliseconds. Each test has its own cache (conftest) and process
-    # memory of what was measured.
-    monkeypatch.setattr(peak_mod, "SIZES", {"cpu": (64, 128), "cuda": (64, 128)})
-    monkeypatch.setattr(peak_mod, "SAMPLE_S", {"cpu": 0.0005, "cuda": 0.0005})
-    monkeypatch.setattr(peak_mod, "SIZE_BUDGET_S", {"cpu": 0.005, "cuda": 0.005})
-    monkeypatch.setattr(peak_mod, "_MEASURED", {})
+def _fast_peak(fast_peak):
+    pass  # conftest's fast_peak for every test here
 
 
 @pytest.fixture

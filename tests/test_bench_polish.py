@@ -9,7 +9,6 @@ import pytest
 import torch
 from synthetic import write_fashion_mnist
 
-from alexnet.bench import peak as peak_mod
 from alexnet.bench.profile import format_profile
 from alexnet.training import fast
 
@@ -19,12 +18,8 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a ma
 
 
 @pytest.fixture(autouse=True)
-def _fast_peak(monkeypatch):
-    # as tests/test_bench.py: the MFU's peak from two small matmul sizes and short samples, not seconds of them
-    monkeypatch.setattr(peak_mod, "SIZES", {"cpu": (64, 128), "cuda": (64, 128)})
-    monkeypatch.setattr(peak_mod, "SAMPLE_S", {"cpu": 0.0005, "cuda": 0.0005})
-    monkeypatch.setattr(peak_mod, "SIZE_BUDGET_S", {"cpu": 0.005, "cuda": 0.005})
-    monkeypatch.setattr(peak_mod, "_MEASURED", {})
+def _fast_peak(fast_peak):
+    pass  # conftest's fast_peak for every test here
 
 
 @pytest.fixture(scope="module")

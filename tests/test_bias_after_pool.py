@@ -68,13 +68,19 @@ def test_whole_nets_agree_in_float32(name):
     keys = list(model.state_dict())
     fast = FastForward(model, fold_conv1=False, pool_first=True, bias_after_pool=True)
     assert list(model.state_dict()) == keys and list(fast.parameters()) == list(model.parameters())
+    assert_same_net(model, fast, x, rtol=1e-5, atol=1e-6, grad_rtol=1e-4, grad_atol=1e-5)
+
+
+def assert_same_net(model, fast, x, *, rtol, atol, grad_rtol, grad_atol):
+    """`fast` (model in execution forms) gives model's output, and every parameter's gradient of the output's
+    squared sum, within the tolerances (grad_atol relative to the gradient's largest element)."""
     results = []
     for net in (model, fast):
         out = net(x)
         results.append((out, torch.autograd.grad(out.square().sum(), list(model.parameters()))))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=rtol, atol=atol)
     for (key, _), a, e in zip(model.named_parameters(), results[1][1], results[0][1], strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5 * e.abs().max().item(), msg=key)
+        torch.testing.assert_close(a, e, rtol=grad_rtol, atol=grad_atol * e.abs().max().item(), msg=key)
 
 
 def test_with_conv1_folded_in_float64():
@@ -84,13 +90,7 @@ def test_with_conv1_folded_in_float64():
     x = torch.randn(2, 1, 99, 99, dtype=torch.float64)
     fast = FastForward(model, fold_conv1=True, pool_first=True, bias_after_pool=True)
     assert fast.steps[:2] == [("fold_nobias", 0), ("pool_bias_relu", 1)]
-    results = []
-    for net in (model, fast):
-        out = net(x)
-        results.append((out, torch.autograd.grad(out.square().sum(), list(model.parameters()))))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
-    for (key, _), a, e in zip(model.named_parameters(), results[1][1], results[0][1], strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12, msg=key)
+    assert_same_net(model, fast, x, rtol=1e-10, atol=1e-12, grad_rtol=1e-9, grad_atol=1e-12)
 
 
 def test_bf16_autocast_keeps_the_convolutions_dtype():

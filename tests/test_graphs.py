@@ -155,6 +155,16 @@ def test_the_warm_up_undo_covers_the_models_buffers():
         assert torch.equal(value, before[key]), key
 
 
+def assert_one_step_agrees(fast: Trainer, plain: Trainer) -> None:
+    """One training step each way from the same weights and seeds: the same loss, and weights to fp32 rounding."""
+    plain.model.load_state_dict(fast.model.state_dict())
+    batch = next(fast.data.train.batches(0))
+    fast_loss, plain_loss = fast.train_step(batch)[0], plain.train_step(batch)[0]
+    assert float(fast_loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    for key, value in fast.model.state_dict().items():
+        torch.testing.assert_close(value, plain.model.state_dict()[key], rtol=1e-5, atol=1e-7, msg=key)
+
+
 def test_fused_lrn_is_chosen_where_the_net_has_lrn(tmp_path, data_dir):
     lrn = {"model.lrn": True}
     t = trainer(data_dir, tmp_path, **lrn)
@@ -171,13 +181,7 @@ def test_fused_lrn_is_chosen_where_the_net_has_lrn(tmp_path, data_dir):
         trainer(data_dir, tmp_path, **{"train.fused_lrn": True})
     compiled = trainer(data_dir, tmp_path, **lrn, **{"train.compile": True})
     assert not compiled.fast["fused_lrn"].on and "torch.compile" in compiled.fast["fused_lrn"].reason
-    # one training step each way from the same weights and seeds: the same loss and weights to fp32 rounding
-    plain.model.load_state_dict(on.model.state_dict())
-    batch = next(on.data.train.batches(0))
-    fused_loss, plain_loss = on.train_step(batch)[0], plain.train_step(batch)[0]
-    assert float(fused_loss) == pytest.approx(float(plain_loss), rel=1e-6)
-    for key, value in on.model.state_dict().items():
-        torch.testing.assert_close(value, plain.model.state_dict()[key], rtol=1e-5, atol=1e-7, msg=key)
+    assert_one_step_agrees(on, plain)
 
 
 def test_fused_pool_waits_for_cuda_and_a_measurement(tmp_path, data_dir):
@@ -204,12 +208,7 @@ def test_bias_after_pool_waits_for_a_measurement_and_trains_as_the_plain_order(t
                                                            ("conv_nobias", 3), ("pool_bias_relu", 4),
                                                            ("conv_nobias", 10), ("pool_bias_relu", 11)]
     assert list(on.state_dict()["model"]) == list(on.model.state_dict())  # saved as the plain net
-    t.model.load_state_dict(on.model.state_dict())
-    batch = next(on.data.train.batches(0))
-    moved_loss, plain_loss = on.train_step(batch)[0], t.train_step(batch)[0]
-    assert float(moved_loss) == pytest.approx(float(plain_loss), rel=1e-6)
-    for key, value in on.model.state_dict().items():
-        torch.testing.assert_close(value, t.model.state_dict()[key], rtol=1e-5, atol=1e-7, msg=key)
+    assert_one_step_agrees(on, t)
     with pytest.raises(AlexNetError, match="train.bias_after_pool: true does not apply: .*no biased convolution"):
         trainer(data_dir, tmp_path, **{"train.bias_after_pool": True, "model.activation": "tanh"})
 
