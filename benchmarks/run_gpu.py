@@ -212,7 +212,8 @@ def stage_d2l_book_candidates(r: Runner) -> dict:
     """Each of D2L_BOOK_CANDIDATES as the d2l preset with its overrides, while the budget lasts; the fastest by
     wall seconds among the runs that keep the book's accuracy (the preset's own run, stage d2l_book, when it ran
     earlier in this run, included and kept on a tie)."""
-    rows = train_candidates(r, "d2l_book", "d2l", D2L_BOOK_CANDIDATES, D2L_FAST_TOY if r.smoke else [])
+    candidates = {k: v for k, v in D2L_BOOK_CANDIDATES.items() if not r.smoke or k != "fused_pool"}  # CUDA only
+    rows = train_candidates(r, "d2l_book", "d2l", candidates, D2L_FAST_TOY if r.smoke else [])
     ran = {k: v for k, v in rows.items() if v.get("test_acc") is not None and (r.smoke or v["test_acc"] >= 0.88)}
     return {"candidates": rows, "fastest": min(ran, key=lambda k: ran[k]["wall_s"]) if ran else None, "goals": []}
 
@@ -618,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
         with open(out / "log.txt", "a") as log:
             log.write(line + "\n")
+        if args.archive:  # after every stage: a run killed at the device's limit still returns what it finished
+            archive(out, args.archive)
     summary.update(out=str(out), date=time.strftime("%Y-%m-%d %H:%M"), wall_s=round(time.monotonic() - started, 1))
     summary["failed_stages"] = failed(summary)
     summary["exit_status"] = 1 if summary["failed_stages"] else 0
@@ -631,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     return summary["exit_status"]
 
 
-ARCHIVED = (".json", ".jsonl", ".md", ".txt", ".xml")  # results, not data: no checkpoints, JPEGs or IDX files
+ARCHIVED = (".json", ".jsonl", ".md", ".txt", ".xml", ".yaml")  # results (config.yaml: what each run took), not data
+NOT_ARCHIVED = ("folder", "fmnist-")  # the generated JPEGs and shards, the unpacked package
 ARCHIVED_MAX_BYTES = 4 << 20
 
 
@@ -642,7 +646,8 @@ def archive(out: Path, path: Path) -> int:
     import tarfile
 
     files = sorted(f for f in out.rglob("*") if f.is_file() and f.suffix in ARCHIVED
-                   and f.stat().st_size <= ARCHIVED_MAX_BYTES)
+                   and f.stat().st_size <= ARCHIVED_MAX_BYTES
+                   and not f.relative_to(out).parts[0].startswith(NOT_ARCHIVED))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
         for f in files:

@@ -115,14 +115,14 @@ def test_the_third_probe_corrects_what_the_small_ones_misjudge():
     assert sum(gpu.calls) <= 4.5 * true and result["search_seconds"] < 15.0  # bisected to RESOLUTION in time
 
 
-def test_without_the_third_probe_when_the_estimate_is_small_or_past_the_limit():
+def test_the_third_probe_only_where_it_is_worth_a_step():
     small = FakeGPU(capacity=4 * GIB, fixed=GIB, per_image=10 << 20)  # ~300 images: an eighth is near the probes
     result = search(small)
     assert_found(result, small)
     assert result["estimate"] == result["first_estimate"] and small.calls[2] == result["estimate"]["batch"]
     huge = FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=1 << 10)
     result = search(huge, limit=4096)
-    assert huge.calls == [*PROBES, 4096] and result["max_batch"] == 4096
+    assert huge.calls == [*PROBES, 4096 // 8, 4096] and result["max_batch"] == 4096  # refined below the limit
 
 
 def test_a_third_probe_that_does_not_fit_walks_down_from_itself():
@@ -191,7 +191,7 @@ def test_max_batch_needs_cuda():
 
 @pytest.mark.gpu
 def test_max_batch_on_cuda_reports_its_tries(monkeypatch):
-    """The real search, on a net small enough that the limit itself fits: two probes and one try, each without
+    """The real search, on a net small enough that the limit itself fits: three probes and one try, each without
     cuDNN's autotuning, which is back as it was afterwards."""
     import alexnet.bench.memory as memory
 
@@ -204,9 +204,10 @@ def test_max_batch_on_cuda_reports_its_tries(monkeypatch):
     monkeypatch.setattr(memory, "_peak_of", recorded)
     before = torch.backends.cudnn.benchmark
     result = max_batch(BenchSpec(model="small", input_size=28, device="cuda"))
-    assert autotuning == [False, False, False]
+    assert autotuning == [False] * 4
     assert result["max_batch"] == 1 << 16 and result["smallest_not_fitting"] is None
-    assert [t["batch"] for t in result["trials"]] == [*PROBES, 1 << 16] and all(t["fits"] for t in result["trials"])
+    assert [t["batch"] for t in result["trials"]] == [*PROBES, 1 << 13, 1 << 16]  # the third probe: limit / 8
+    assert all(t["fits"] for t in result["trials"])
     assert 0 < result["build_seconds"] < result["seconds"] and torch.backends.cudnn.benchmark == before
     estimate = result["estimate"]
     assert 0 < estimate["per_image_bytes"] < 1 << 20 and estimate["capacity_bytes"] <= result["total_memory_bytes"]

@@ -87,13 +87,16 @@ def test_the_archive_holds_the_text_results_and_no_data(tmp_path):
     out = tmp_path / "run2"
     files = {"summary.json": b"{}", "profile-fast.txt": b"x", "runs/d2l/metrics.jsonl": b"{}\n",
              "runs/d2l/checkpoint.pt": b"weights", "folder/source/train/a.jpg": b"jpeg",
-             "fmnist-1/usr/train-images-idx3-ubyte.gz": b"idx", "huge.json": b"0" * (run_gpu.ARCHIVED_MAX_BYTES + 1)}
+             "fmnist-1/usr/train-images-idx3-ubyte.gz": b"idx", "huge.json": b"0" * (run_gpu.ARCHIVED_MAX_BYTES + 1),
+             "runs/d2l/config.yaml": b"runtime: {}\n", "fmnist-1/usr/share/doc/baselines.json": b"{}",
+             "folder/prepared/manifest.json": b"{}"}
     for name, data in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
-    assert run_gpu.archive(out, tmp_path / "OUT" / "run2.tgz") == 3
+    assert run_gpu.archive(out, tmp_path / "OUT" / "run2.tgz") == 4
     with tarfile.open(tmp_path / "OUT" / "run2.tgz") as tar:
-        assert sorted(tar.getnames()) == ["profile-fast.txt", "runs/d2l/metrics.jsonl", "summary.json"]
+        assert sorted(tar.getnames()) == ["profile-fast.txt", "runs/d2l/config.yaml", "runs/d2l/metrics.jsonl",
+                                          "summary.json"]
 
 
 def test_an_error_anywhere_in_a_stage_fails_the_run():

@@ -14,8 +14,8 @@ batches (`alexnet bench --max-batch`):
    time budget (counted from the start, the trainer's build included) is spent.
 
 cuDNN's autotuning is off while it searches: each new size would run every candidate algorithm once at that
-size. On the H200 (2026-12-04) the d2l net's three large tries took about 8 s each where one eager step of that
-size takes about 1.5 s (an estimate from its 39k img/s); the command took 44.6 s. The heuristics'
+size. On the H200 (2026-12-04) the d2l net's command took 44.6 s for 2 probes and 3 large tries;
+that autotuning took most of it is inferred (that run kept no per-try seconds; this one does). The heuristics'
 choice of algorithms is no worse a test of fitting: with autotuning on, torch's convolutions skip any algorithm
 whose workspace cannot be allocated and run the next, so the step that fits here fits in training too.
 
@@ -144,8 +144,8 @@ def search_max_batch(peak_of: PeakOf, capacity: Callable[[], int], *, probes: tu
     estimate = first = None
     if all(b <= limit and fits(b) for b in probes):
         estimate = first = line(*probes)
-        middle = int(first["batch"] * REFINE)
-        if first["batch"] < limit and middle > 2 * probes[-1]:  # worth a step of its own
+        middle = int(min(first["batch"], limit) * REFINE)  # also when the first line runs past the limit
+        if middle > 2 * probes[-1]:  # worth a step of its own
             estimate = line(probes[-1], middle) if fits(middle) else {**first, "batch": middle}
         good, bad = bracket_search(fits, estimate["batch"], limit=limit, resolution=resolution,
                                    out_of_time=lambda: clock() - budget_from > budget_s)
