@@ -89,6 +89,7 @@ class TrainConfig:
     pool_first: bool | str = "auto"  # ReLU -> max-pool run as max-pool -> ReLU, exact (auto: where the net has it)
     fused_lrn: bool | str = "auto"   # the paper's LRN as one Function, analytic backward (auto: unless compiled)
     fused_pool: bool | str = "auto"  # max-pool + ReLU as Triton kernels, int8 codes (auto: off, not yet measured)
+    triton_lrn: bool | str = "auto"  # ReLU + LRN as Triton kernels, x saved only (auto: off, not yet measured)
     bias_after_pool: bool | str = "auto"  # conv -> ReLU -> max-pool run as conv -> max-pool -> + bias -> ReLU
                                           # (auto: off, not yet measured)
     deterministic: bool = False      # torch.use_deterministic_algorithms (slower on GPU)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from alexnet.kernels import lrn as fused_lrn
+from alexnet.kernels import relu_lrn
 from alexnet.models import LocalResponseNorm
 from alexnet.runtime.device import device_name
 
@@ -70,6 +71,8 @@ def rows(args: argparse.Namespace) -> list[dict]:
     module = LocalResponseNorm()  # the paper's n = 5, alpha = 1e-4, beta = 0.75, k = 2
     forms: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "plain": module, "fused": lambda x: fused_lrn.fused(module, x)}
+    if device.type == "cuda" and relu_lrn.available():  # the Triton kernels (train.triton_lrn), LRN alone
+        forms["triton"] = lambda x: relu_lrn.relu_lrn(module, x, relu=False)
     if args.compiled:
         forms["compiled"] = torch.compile(module, dynamic=False)
     out = []

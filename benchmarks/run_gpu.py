@@ -29,6 +29,9 @@ below) and DIR/tables.md.
     d2l_fast_candidates
                  the d2l-fast preset with each of D2L_FAST_CANDIDATES' overrides while the budget lasts, the best
                  by validation accuracy (not in the default list: ~75 s per candidate on an H200)
+    paper_profile
+                 alexnet bench --profile of the paper net at batch 256 with its defaults and with the Triton ReLU +
+                 LRN (train.triton_lrn): where its step goes, per layer (not in the default list: ~1 minute)
     ddp          the d2l net's training under torchrun with NCCL on 1, 2, 4, ... and all N visible GPUs: img/s,
                  img/s per GPU and scaling efficiency per k (benchmarks/run_gpu_ddp.py; not in the default list:
                  a torchrun start per k; with one GPU, k = 1 only, and it says so)
@@ -43,6 +46,7 @@ it, so the script cannot rot. Run it from the source tree with the machine's own
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -56,7 +60,8 @@ import run_gpu_ddp
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = 540  # ~9 minutes: a lent GPU machine runs one command for at most 10
 STAGES = ("tests", "profile", "bench", "d2l_book", "time_to_090", "d2l_fast", "folder", "max_batch", "book_code")
-ON_REQUEST = ("studies", "ddp", "d2l_fast_candidates", "d2l_book_candidates")  # run only when --stages names them
+# run only when --stages names them
+ON_REQUEST = ("studies", "ddp", "d2l_fast_candidates", "d2l_book_candidates", "paper_profile")
 
 
 class Runner:
@@ -150,6 +155,29 @@ def stage_profile(r: Runner) -> dict:
     step = out["fast"]["step"]
     out["goals"] = [goal("host work per step < GPU busy time", step.get("host_work_ms"),
                          step.get("gpu_ms"), "<")] if not r.smoke else []
+    return out
+
+
+def stage_paper_profile(r: Runner) -> dict:
+    """The paper net's step per layer (issue #22, item 4: its step ran at 58 TFLOP/s against the d2l net's 158):
+    the defaults, and the Triton ReLU + LRN (off by default until measured), each in profile-paper-NAME.txt."""
+    args = (["--model", "paper", "--input-size", "67", "--batch-size", "2", "--steps", "2", "--warmup", "1",
+             "--synthetic", "--device", "cpu"] if r.smoke else
+            ["--model", "paper", "--batch-size", "256", "--steps", "10", "--warmup", "5", "--synthetic",
+             "--device", "cuda"])
+    out: dict = {}
+    for name, extra in {"default": [], "triton_lrn": ["--triton-lrn"]}.items():
+        if r.smoke and name != "default":  # the Triton kernels need CUDA
+            continue
+        try:
+            result = json.loads(r.alexnet("bench", "--profile", *args, *extra, "--json"))
+        except Exception as e:  # the candidate's failure is recorded; the default's ends the stage
+            if name == "default":
+                raise
+            out[name] = {"error": one_line(e)}
+            continue
+        (r.out / f"profile-paper-{name}.txt").write_text(format_profile_json(result))
+        out[name] = result
     return out
 
 
@@ -308,10 +336,12 @@ def stage_folder(r: Runner) -> dict:
                  *(["--input-size", "67", "--batch-size", "4", "--steps", "1", "--warmup", "1"] if r.smoke
                    else ["--batch-size", "256", "--steps", "20", "--warmup", "5"])]
     step = json.loads(r.alexnet("bench", *step_args))
-    # the same step with the plain LRN module (what the fused Function gains), with the Triton pools, and with the
-    # paper's two columns (grouped conv2/4/5: 4.14 training GFLOP per image against 6.60) against the dense net
+    # the same step with the plain LRN module (what the fused Function gains), with the Triton ReLU + LRN and the
+    # Triton pools (off by default until measured here), and with the paper's two columns (grouped conv2/4/5: 4.14
+    # training GFLOP per image against 6.60) against the dense net
     candidates = {}
-    for name, flags in (("plain_lrn", ["--no-fused-lrn"]), ("fused_pool", ["--fused-pool"]),
+    for name, flags in (("plain_lrn", ["--no-fused-lrn"]), ("triton_lrn", ["--triton-lrn"]),
+                        ("fused_pool", ["--fused-pool"]), ("triton_lrn_fused_pool", ["--triton-lrn", "--fused-pool"]),
                         ("two_column", ["--set", "model.two_column=true"])):
         try:
             candidates[name] = None if r.smoke else \
@@ -332,7 +362,9 @@ def stage_folder(r: Runner) -> dict:
             "decoded_on": steady.get("decoded_on"), "decoder": decode["decoder"],
             "backends": decode["backends"].get("rows"), "decode_images_per_sec": decode["images_per_sec"],
             "step_images_per_sec": step_rate, "step_plain_lrn_images_per_sec": candidates["plain_lrn"],
+            "step_triton_lrn_images_per_sec": candidates["triton_lrn"],
             "step_fused_pool_images_per_sec": candidates["fused_pool"],
+            "step_triton_lrn_fused_pool_images_per_sec": candidates["triton_lrn_fused_pool"],
             "step_two_column_images_per_sec": candidates["two_column"],
             "files": n, "classes": classes, "source_size": list(size),
             "goals": [goal("steady-state end to end, img/s (the second epoch)", steady["images_per_sec"], 20_000),
@@ -410,7 +442,9 @@ def stage_max_batch(r: Runner) -> dict:
             result = json.loads(r.alexnet("bench", "--max-batch", "--model", model, "--input-size", "224",
                                           "--device", r.device, "--json", timeout=min(r.left(), 150)))
             # the command's seconds, and where they went: start-up (imports, CUDA), the trainer's build, each try
-            out[model] = {"max_batch": result["max_batch"], "seconds": round(time.monotonic() - t0, 1),
+            # stopped_early: "budget" (bracket max_batch..smallest_not_fitting left wide) or "limit", else None
+            out[model] = {"max_batch": result["max_batch"], "smallest_not_fitting": result["smallest_not_fitting"],
+                          "stopped_early": result.get("stopped_early"), "seconds": round(time.monotonic() - t0, 1),
                           "in_process_seconds": round(result["seconds"], 1),
                           "build_seconds": round(result["build_seconds"], 1),
                           "trials": [(t["batch"], t["fits"], round(t["seconds"], 2)) for t in result["trials"]],
@@ -532,6 +566,9 @@ def _cells(name: str, r: dict) -> str:
         gpu = lambda st: f"GPU {st['gpu_ms']:.2f} ms, host {st['host_work_ms']:.2f} ms" if "gpu_ms" in st else ""
         return (f"step {plain['wall_ms']:.2f} ms plain ({gpu(plain)}) -> {fast['wall_ms']:.2f} ms with the fast "
                 f"paths ({gpu(fast)}) | host < GPU")
+    if name == "paper_profile":
+        return "; ".join(f"{k}: " + (f"error {v['error']}" if "error" in v else f"step {v['step']['wall_ms']:.2f} ms")
+                         for k, v in r.items()) + " |"
     if name == "book_code":
         if "skipped" in r:
             return f"skipped: {r['skipped']} |"
@@ -562,9 +599,13 @@ def _cells(name: str, r: dict) -> str:
         reached = f"{r['wall_s']:.1f} s (epoch {r['epoch']})" if r["reached"] else "not reached"
         return f"{reached}, preset {r['preset']} | <= 3 s"
     if name == "folder":
+        others = ", ".join(f"{k[5:-15]} {v:.0f}" if isinstance(v, (int, float)) else f"{k[5:-15]} error"
+                           for k, v in r.items() if k.startswith("step_") and k.endswith("_images_per_sec")
+                           and k != "step_images_per_sec" and v is not None)
         return (f"{r['images_per_sec']:.0f} img/s end to end (second epoch; first {r['first_epoch_images_per_sec']:.0f}"
                 f"), input wait {r['input_wait_s']} s; decode {r['decode_images_per_sec']:.0f}, step "
-                f"{r['step_images_per_sec']:.0f} img/s | >= 20,000 img/s, step >= 30,000")
+                f"{r['step_images_per_sec']:.0f} img/s{f' ({others})' if others else ''} | >= 20,000 img/s, "
+                "step >= 30,000")
     if name == "studies":
         rvt = r.get("relu-vs-tanh", {})
         head = ("relu-vs-tanh: error" if "error" in rvt else
@@ -576,9 +617,20 @@ def _cells(name: str, r: dict) -> str:
     if name == "ddp":
         return run_gpu_ddp.ddp_cells(r)
     if name == "max_batch":
-        return ", ".join(f"{k} {v.get('max_batch', 'error')} ({v.get('seconds', '-')} s)" for k, v in r.items()
+        return ", ".join(f"{k} {max_batch_cell(v)} ({v.get('seconds', '-')} s)" for k, v in r.items()
                          if k != "goals") + " | largest batch at 224, <= 30 s each"
     return ", ".join(f"{k} {v}" for k, v in r.items() if not isinstance(v, (dict, list))) + " |"
+
+
+def max_batch_cell(v: dict) -> str:
+    """A model's largest batch; a search that stopped early is a lower bound, and said (with the bracket left)."""
+    if "max_batch" not in v:
+        return "error"
+    if v.get("stopped_early") == "budget":
+        return f">= {v['max_batch']} (stopped early: budget, bracket {v['max_batch']}..{v['smallest_not_fitting']})"
+    if v.get("stopped_early") == "limit":
+        return f">= {v['max_batch']} (stopped early: the search's limit)"
+    return str(v["max_batch"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -588,14 +640,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="every stage at toy size on the CPU")
     p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for all stages (default 540)")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages")
-    p.add_argument("--run", help="a sub-folder of the results folder for this run (run1, run2: a run writes "
-                                 "summary.json and tables.md for its own stages only)")
+    p.add_argument("--run", help="a sub-folder of the results folder for this run, one plain name (run1, run2: a "
+                                 "run writes summary.json and tables.md for its own stages only)")
     p.add_argument("--archive", type=Path, help="also pack the run's results (text files: JSON, tables, profiles, "
-                                                "metrics, the log) into this .tgz, e.g. $OUT/run1.tgz")
+                                                "metrics, the log) into this .tgz, e.g. $OUT/run1.tgz (its folder "
+                                                "must exist)")
     args = p.parse_args(argv)
     unknown = [stage for stage in args.stages.split(",") if f"stage_{stage}" not in globals()]
     if unknown:
         p.error(f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES + ON_REQUEST)}")
+    # checked before any stage runs: a bad name or an unwritable archive found at the end loses the GPU's time
+    if args.run is not None and not plain_folder_name(args.run):
+        p.error(f"--run {args.run!r}: not one plain folder name (letters, digits, '-', '_', '.'; not '.' or '..')")
+    if args.archive is not None and (problem := archive_problem(args.archive)):
+        p.error(f"--archive {args.archive}: {problem}")
     import torch
 
     name = device_name().replace(" ", "-").replace("/", "-")
@@ -620,7 +678,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(out / "log.txt", "a") as log:
             log.write(line + "\n")
         if args.archive:  # after every stage: a run killed at the device's limit still returns what it finished
-            archive(out, args.archive)
+            try:
+                archive(out, args.archive)
+            except OSError as e:  # a full disk: the stages still run, and the last pack tries again
+                print(f"run_gpu: could not pack {args.archive}: {one_line(e)}", file=sys.stderr, flush=True)
     summary.update(out=str(out), date=time.strftime("%Y-%m-%d %H:%M"), wall_s=round(time.monotonic() - started, 1))
     summary["failed_stages"] = failed(summary)
     summary["exit_status"] = 1 if summary["failed_stages"] else 0
@@ -639,19 +700,46 @@ NOT_ARCHIVED = ("folder", "fmnist-")  # the generated JPEGs and shards, the unpa
 ARCHIVED_MAX_BYTES = 4 << 20
 
 
+def plain_folder_name(name: str) -> bool:
+    """One folder name of letters, digits, '-', '_' and '.', not '.' or '..': no path, absolute or relative."""
+    return re.fullmatch(r"[A-Za-z0-9._-]+", name) is not None and name not in (".", "..")
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why the .tgz `path` could not be written (None: it can): a folder at `path`, or its folder missing or
+    not writable, tried by creating a file there (root passes any permission check but not a read-only place)."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"its folder {folder} does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"its folder {folder} is not writable ({e.strerror or one_line(e)})"
+    return None
+
+
 def archive(out: Path, path: Path) -> int:
     """The run's text results under `out` (by suffix, each under ARCHIVED_MAX_BYTES) packed into the .tgz `path`,
     with their paths relative to `out`; how many. One file brings a whole run back from a machine that returns
-    only a few (the device tool's $OUT)."""
+    only a few (the device tool's $OUT). Written to a file beside `path`, then renamed over it: a failure (or a
+    kill) leaves the previous archive, never half of one."""
     import tarfile
 
     files = sorted(f for f in out.rglob("*") if f.is_file() and f.suffix in ARCHIVED
                    and f.stat().st_size <= ARCHIVED_MAX_BYTES
                    and not f.relative_to(out).parts[0].startswith(NOT_ARCHIVED))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for f in files:
-            tar.add(f, arcname=str(f.relative_to(out)))
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # same folder: os.replace is one rename
+    try:
+        with tarfile.open(partial, "w:gz") as tar:
+            for f in files:
+                tar.add(f, arcname=str(f.relative_to(out)))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return len(files)
 
 

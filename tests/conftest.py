@@ -1,3 +1,4 @@
+import importlib
 import os
 from pathlib import Path
 
@@ -45,6 +46,23 @@ def _no_user_data(monkeypatch, tmp_path):
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("ALEXNET_DATA", raising=False)
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def interpret(monkeypatch):
+    """`interpret(module)`: that alexnet.kernels module reloaded with TRITON_INTERPRET=1, so its Triton kernels run
+    on CPU tensors through Triton's interpreter for this test (the module object stays the same: whoever imported it
+    sees the interpreted kernels); reloaded compiled again after."""
+    reloaded = []
+
+    def switch(module):
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        reloaded.append(module)
+        return importlib.reload(module)
+    yield switch
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    for module in reloaded:
+        importlib.reload(module)
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
-"""Helpers the tests share: one-line error checks and small files in the real on-disk formats."""
+"""Helpers the tests share: one-line error checks, small files in the real on-disk formats, closeness in ulps."""
 
 import gzip
 import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from alexnet.data import idx as idx_mod
 
@@ -34,3 +35,10 @@ def write_fmnist(directory: Path, split="train", n=5, gz=True, label_offset=0) -
     write_idx(directory / f"{img_stem}{ext}", 0x803, (n, 28, 28), images.tobytes())
     write_idx(directory / f"{lbl_stem}{ext}", 0x801, (n,), labels.tobytes())
     return images, labels
+
+
+def ulp_close(got, expected, ulps):
+    """|got - expected| <= ulps * eps * |expected| elementwise, plus ulps * eps * max|expected| for values near 0;
+    eps is got's (the coarser result's) unit roundoff."""
+    eps = torch.finfo(got.dtype).eps
+    torch.testing.assert_close(got, expected, rtol=ulps * eps, atol=ulps * eps * expected.abs().max().item())

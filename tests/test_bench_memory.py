@@ -2,6 +2,7 @@
 whose memory is a known function of the batch: it ends at the true limit within its resolution, in a few tries,
 however wrong the linear estimate, and reports every try. (The CUDA side, `max_batch`, is a GPU test.)"""
 
+import json
 import math
 
 import pytest
@@ -9,11 +10,13 @@ import torch
 
 from alexnet.base.errors import AlexNetError
 from alexnet.bench.memory import (
+    BUDGET_S,
     MARGIN,
     PROBES,
     REFINE,
     RESOLUTION,
     bracket_search,
+    format_max_batch,
     largest_fitting,
     linear_estimate,
     max_batch,
@@ -58,6 +61,7 @@ def assert_found(result, gpu):
     assert good <= true and gpu.peak(good) <= gpu.capacity  # what it reports fits
     assert bad is not None and bad > true                   # ... and the next size it names does not
     assert bad - good <= max(1, int(good * RESOLUTION))     # within the resolution of the true limit
+    assert result["stopped_early"] is None                  # ... and said to be: not a lower bound
 
 
 @pytest.mark.parametrize("per_image_mib", [3.0, 9.5, 40.0])
@@ -157,13 +161,59 @@ def test_the_time_budget_stops_bisection_and_the_bracket_says_how_close():
     assert len(gpu.calls) <= 6 and result["search_seconds"] <= 25.0 + 4 * 10.0
 
 
+def test_a_search_stopped_by_its_budget_says_so():
+    """Out of time before the bracket is narrowed to the resolution: max_batch is only a lower bound, and the result
+    (stopped_early) and the text both say so, with the bracket left; given the time, the same GPU is bisected to
+    the resolution and neither says it."""
+    def slow_gpu():  # 10 s a step: the probes, the refining step and the walk spend the 25 s budget
+        return FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=4 << 20, extra=lambda b: 2 * GIB if b > 64 else 0,
+                       seconds=lambda b: 10.0)
+
+    gpu = slow_gpu()
+    stopped = search(gpu, budget_s=25.0)
+    good, bad = stopped["max_batch"], stopped["smallest_not_fitting"]
+    assert (good, bad, gpu.largest()) == (32_355, 35_590, 35_072)  # the true limit lies inside, 9 % above
+    assert bad - good > good * RESOLUTION and stopped["stopped_early"] == "budget" and stopped["budget_s"] == 25.0
+    assert format_max_batch(stopped) == ("largest training batch >= 32355 (bracket 32355..35590 not narrowed: the "
+                                         "25 s budget ran out; 35590 does not fit)")
+    done = search(slow_gpu(), budget_s=600.0)
+    assert_found(done, gpu)
+    assert (done["max_batch"], done["stopped_early"], done["budget_s"]) == (34_781, None, 600.0)
+    assert format_max_batch(done) == "largest training batch 34781"
+    default = search(slow_gpu())
+    assert default["budget_s"] == BUDGET_S and default["stopped_early"] == "budget"
+    assert f"the {BUDGET_S:g} s budget ran out" in format_max_batch(default)
+
+
+def test_the_cli_prints_and_records_a_search_stopped_early(cli, monkeypatch):
+    """`alexnet bench --max-batch`: the text says the figure is a lower bound and why; --json carries
+    stopped_early. (The search is faked: max_batch itself needs CUDA.)"""
+    import alexnet.bench
+
+    gpu = FakeGPU(capacity=140 * GIB, fixed=GIB, per_image=4 << 20, extra=lambda b: 2 * GIB if b > 64 else 0,
+                  seconds=lambda b: 10.0)
+    result = {**search(gpu, budget_s=25.0), "device": "Fake H200"}
+    monkeypatch.setattr(alexnet.bench, "max_batch", lambda spec: result)
+    argv = ["bench", "--max-batch", "--model", "d2l", "--input-size", "224", "--device", "cpu"]
+    code, out, err = cli(*argv)
+    assert (code, err) == (0, "")
+    assert out.startswith("d2l @224, auto: largest training batch >= 32355 (bracket 32355..35590 not narrowed: the "
+                          "25 s budget ran out; 35590 does not fit) on Fake H200 (tried {16: True, ")
+    code, out, err = cli(*argv, "--json")
+    recorded = json.loads(out)
+    assert (code, recorded["stopped_early"], recorded["max_batch"], recorded["smallest_not_fitting"]) == (
+        0, "budget", 32_355, 35_590)
+
+
 def test_when_even_a_probe_does_not_fit_it_halves():
     gpu = FakeGPU(capacity=10 * GIB, fixed=GIB, per_image=GIB)  # 9 images fit
     result = search(gpu)
     assert result["max_batch"] == 9 and result["estimate"] is None and result["smallest_not_fitting"] == 10
-    assert gpu.calls[0] == PROBES[0]
+    assert gpu.calls[0] == PROBES[0] and result["stopped_early"] is None  # bisected to one image, whatever the budget
     nothing = FakeGPU(capacity=GIB, fixed=2 * GIB, per_image=1)
-    assert search(nothing)["max_batch"] == 0
+    result = search(nothing)
+    assert result["max_batch"] == 0 and result["stopped_early"] is None
+    assert format_max_batch(result) == "largest training batch 0 (not even 1 fits)"
 
 
 def test_the_limit_caps_the_search():
@@ -171,6 +221,9 @@ def test_the_limit_caps_the_search():
     result = search(gpu, limit=4096)
     assert result["max_batch"] == 4096 and result["smallest_not_fitting"] is None
     assert max(gpu.calls) == 4096
+    assert (result["stopped_early"], result["limit"]) == ("limit", 4096)  # a lower bound: larger was not tried
+    assert format_max_batch(result) == ("largest training batch >= 4096 (the search's limit: larger batches were not "
+                                        "tried)")
 
 
 def test_linear_estimate_and_bracket_search_alone():

@@ -41,6 +41,7 @@ def bench(cli):
     (["--space-to-depth"], "--space-to-depth does not apply: small's conv1 is not a strided convolution: nothing "
                            "to fold"),
     (["--fused-lrn"], "--fused-lrn does not apply: small as configured has no LRN"),
+    (["--triton-lrn"], "--triton-lrn does not apply: not a CUDA device: the kernels are Triton's"),
     (["--pool-first", "--set", "model.activation=tanh"],
      "--pool-first does not apply: small as configured has no ReLU followed by a max-pool"),
     (["--profile", "--fused-pool"], "--fused-pool does not apply: not a CUDA device: the kernels are Triton's"),
@@ -80,6 +81,7 @@ SMALL_ON_A_CPU = {  # what the trainer chooses for `small` on a CPU (alexnet.tra
     "space_to_depth": "space_to_depth off (small's conv1 is not a strided convolution: nothing to fold)",
     "pool_first": "pool_first on (auto: max-pool before ReLU, exact; the ReLU touches ~4x fewer elements)",
     "fused_lrn": "fused_lrn off (small as configured has no LRN)",
+    "triton_lrn": "triton_lrn off (not a CUDA device: the kernels are Triton's)",
     "fused_pool": "fused_pool off (not a CUDA device: the kernels are Triton's)",
     "cuda_graphs": "cuda_graphs off (not a CUDA device)"}
 

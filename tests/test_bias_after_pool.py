@@ -2,8 +2,6 @@
 -> + bias -> ReLU. Where the arithmetic is exact (small integers) it gives the plain layers' output and every
 gradient bit for bit, ties included; in fp32 the whole nets agree to rounding; the modules stay as they were."""
 
-import importlib
-
 import pytest
 import torch
 from torch import nn
@@ -128,21 +126,16 @@ def test_which_biases_move():
 
 
 @pytest.mark.skipif(not pool.available(), reason="needs Triton")
-def test_with_the_triton_pool_in_the_interpreter(monkeypatch):
+def test_with_the_triton_pool_in_the_interpreter(interpret):
     """The Triton pool (no ReLU inside: the bias comes between) in the moved order: the exact case bit for bit."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    importlib.reload(pool)
-    try:
-        layers, x = integer_triple(3)
-        steps = plan(layers, bias_after_pool=True, fused_pool=True)
-        assert steps == [("conv_nobias", 0), ("pool_fused_bias_relu", 1)]
-        upstream = torch.randint(-3, 4, run(layers, plan(layers), x).shape,
-                                 generator=torch.Generator().manual_seed(7)).float()
-        plain, plain_grads = outputs_and_gradients(layers, plan(layers), x, upstream)
-        fast, fast_grads = outputs_and_gradients(layers, steps, x, upstream)
-        assert torch.equal(fast, plain)
-        for a, e in zip(fast_grads, plain_grads, strict=True):
-            assert torch.equal(a, e)
-    finally:
-        monkeypatch.delenv("TRITON_INTERPRET")
-        importlib.reload(pool)
+    interpret(pool)
+    layers, x = integer_triple(3)
+    steps = plan(layers, bias_after_pool=True, fused_pool=True)
+    assert steps == [("conv_nobias", 0), ("pool_fused_bias_relu", 1)]
+    upstream = torch.randint(-3, 4, run(layers, plan(layers), x).shape,
+                             generator=torch.Generator().manual_seed(7)).float()
+    plain, plain_grads = outputs_and_gradients(layers, plan(layers), x, upstream)
+    fast, fast_grads = outputs_and_gradients(layers, steps, x, upstream)
+    assert torch.equal(fast, plain)
+    for a, e in zip(fast_grads, plain_grads, strict=True):
+        assert torch.equal(a, e)

@@ -125,13 +125,8 @@ def test_the_cuda_graph_step_equals_the_eager_step_on_cuda(tmp_path, data_dir, c
         graphed = trainer(data_dir, tmp_path, "cuda", **net)
         eager = trainer(data_dir, tmp_path, "cuda", **net, **{"train.cuda_graphs": False})
         assert graphed.fast["cuda_graphs"].on and graphed.fast["space_to_depth"].on
-        for t in (graphed, eager):
-            for _, batch in zip(range(5), t.data.train.batches(0), strict=False):
-                t.train_step(batch)
-                t.progress.global_step += 1
+        assert_five_steps_agree(graphed, eager)
         assert graphed.captured is not None and eager.captured is None
-        for key, value in eager.model.state_dict().items():
-            torch.testing.assert_close(graphed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
 def test_the_warm_up_undo_covers_the_models_buffers():
@@ -155,6 +150,17 @@ def test_the_warm_up_undo_covers_the_models_buffers():
         assert torch.equal(value, before[key]), key
 
 
+def assert_five_steps_agree(fast: Trainer, plain: Trainer, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Five training steps each, on the same batches: fast's weights equal plain's to rtol, atol."""
+    for t in (fast, plain):
+        t.net.train()
+        for _, batch in zip(range(5), t.data.train.batches(0), strict=False):
+            t.train_step(batch)
+            t.progress.global_step += 1
+    for key, value in plain.model.state_dict().items():
+        torch.testing.assert_close(fast.model.state_dict()[key].float(), value.float(), rtol=rtol, atol=atol, msg=key)
+
+
 def assert_one_step_agrees(fast: Trainer, plain: Trainer) -> None:
     """One training step each way from the same weights and seeds: the same loss, and weights to fp32 rounding."""
     plain.model.load_state_dict(fast.model.state_dict())
@@ -169,6 +175,9 @@ def test_fused_lrn_is_chosen_where_the_net_has_lrn(tmp_path, data_dir):
     lrn = {"model.lrn": True}
     t = trainer(data_dir, tmp_path, **lrn)
     assert t.fast["fused_lrn"].on and t.fast["fused_lrn"].reason.startswith("auto: one Function")
+    assert t.run_info["fast_paths"]["triton_lrn"] == "triton_lrn off (not a CUDA device: the kernels are Triton's)"
+    with pytest.raises(AlexNetError, match="train.triton_lrn: true does not apply: not a CUDA device"):
+        trainer(data_dir, tmp_path, **lrn, **{"train.triton_lrn": True})
     on = trainer(data_dir, tmp_path, **lrn, **{"train.fused_lrn": True})
     assert on.fast["fused_lrn"].on and ("lrn", 2) in on.net.steps
     assert list(on.state_dict()["model"]) == list(on.model.state_dict())  # saved as the plain net
@@ -224,13 +233,25 @@ def test_the_fused_pool_trains_as_the_eager_pool_on_cuda(tmp_path, data_dir):
         eager = trainer(data_dir, tmp_path, "cuda", **net)
         assert fused.fast["fused_pool"].on and not eager.fast["fused_pool"].on
         assert ("pool_relu_fused", 1) in fused.net.steps
-        for t in (fused, eager):
-            for _, batch in zip(range(5), t.data.train.batches(0), strict=False):
-                t.train_step(batch)
-                t.progress.global_step += 1
+        assert_five_steps_agree(fused, eager)
         assert fused.captured is not None
-        for key, value in eager.model.state_dict().items():
-            torch.testing.assert_close(fused.model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_triton_lrn_trains_as_the_fused_function_on_cuda(tmp_path, data_dir, precision):
+    """The captured step of the small net with LRN, its ReLU + LRN as the Triton kernels against the analytic
+    Function: after 5 steps the weights agree to rounding (fp32, TF32 off) or to bf16's."""
+    cuda = torch.device("cuda")
+    net = {"model.lrn": True, "train.precision": precision}
+    tol = {"rtol": 1e-5, "atol": 1e-6} if precision == "fp32" else {"rtol": 2e-2, "atol": 2e-3}
+    with torch_settings(cuda, precision=precision):
+        triton = trainer(data_dir, tmp_path, "cuda", **net, **{"train.triton_lrn": True})
+        function = trainer(data_dir, tmp_path, "cuda", **net)
+        assert triton.fast["triton_lrn"].on and not triton.fast["fused_lrn"].on and function.fast["fused_lrn"].on
+        assert any(what == "relu_lrn_triton" for what, _ in triton.net.steps)
+        assert_five_steps_agree(triton, function, **tol)
+        assert triton.captured is not None
 
 
 @pytest.mark.gpu
@@ -251,10 +272,4 @@ def test_bias_after_pool_trains_as_the_plain_order_on_cuda(tmp_path, data_dir, p
         with torch.no_grad():
             moved.eval_net.eval(), plain.eval_net.eval()
             assert torch.equal(moved.eval_logits(images), plain.eval_logits(images))
-        for t in (moved, plain):
-            t.net.train()
-            for _, batch in zip(range(5), t.data.train.batches(0), strict=False):
-                t.train_step(batch)
-                t.progress.global_step += 1
-        for key, value in plain.model.state_dict().items():
-            torch.testing.assert_close(moved.model.state_dict()[key].float(), value.float(), **tol, msg=key)
+        assert_five_steps_agree(moved, plain, **tol)

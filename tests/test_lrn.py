@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import ulp_close
 
 from alexnet.models import LocalResponseNorm
 
@@ -51,13 +52,6 @@ def forward_backward(form, x, g):
     out = form(x)
     (grad,) = torch.autograd.grad((out * g).sum(), x)
     return out, grad
-
-
-def ulp_close(got, expected, ulps):
-    """|got - expected| <= ulps * eps * |expected| elementwise, plus ulps * eps * max|expected| for values near 0;
-    eps is got's (the coarser result's) unit roundoff."""
-    eps = torch.finfo(got.dtype).eps
-    torch.testing.assert_close(got, expected, rtol=ulps * eps, atol=ulps * eps * expected.abs().max().item())
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])

@@ -2,8 +2,6 @@
 (fp32, where they must equal torch's max_pool2d (+ relu) bit for bit, values and gradients, ties and NaN included),
 on CUDA (marked gpu) in bf16 and fp32 against the eager kernels."""
 
-import importlib
-
 import pytest
 import torch
 from torch import nn
@@ -16,12 +14,9 @@ pytestmark = pytest.mark.skipif(not pool.available(), reason="needs Triton")
 
 
 @pytest.fixture
-def interpreted(monkeypatch):
+def interpreted(interpret):
     """alexnet.kernels.pool with its kernels run by Triton's interpreter (on CPU tensors), restored after."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    yield importlib.reload(pool)
-    monkeypatch.delenv("TRITON_INTERPRET")
-    importlib.reload(pool)
+    return interpret(pool)
 
 
 def reference_and_fused(module, x, fused, relu=True):

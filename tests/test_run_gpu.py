@@ -55,6 +55,7 @@ def test_the_smoke_run_writes_every_stage(tmp_path):
 def test_a_failing_stage_makes_the_run_exit_non_zero(tmp_path):
     """No Fashion-MNIST where --data-dir points: the stage errors, the next one still runs, and the script fails."""
     (tmp_path / "empty").mkdir()
+    (tmp_path / "OUT").mkdir()  # --archive's folder must exist
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "run_gpu.sh"), "--smoke", "--out", str(tmp_path / "gpu"),
                            "--data-dir", str(tmp_path / "empty"), "--stages", "d2l_book,book_code", "--run", "run1",
                            "--archive", str(tmp_path / "OUT" / "run1.tgz")],
@@ -97,6 +98,63 @@ def test_the_archive_holds_the_text_results_and_no_data(tmp_path):
     with tarfile.open(tmp_path / "OUT" / "run2.tgz") as tar:
         assert sorted(tar.getnames()) == ["profile-fast.txt", "runs/d2l/config.yaml", "runs/d2l/metrics.jsonl",
                                           "summary.json"]
+
+
+def test_bad_run_and_archive_arguments_are_refused_before_any_stage(tmp_path, capsys):
+    """--run takes one plain folder name, never a path; --archive a file whose folder exists and takes files.
+    Anything else is a one-line error, exit status 2, before a stage runs or the results folder is made (found at
+    the end, after every stage, it cost the GPU's time)."""
+    run_gpu = benchmark_module("run_gpu")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    if run_gpu.archive_problem(ro / "run.tgz") is None:  # root writes where chmod forbids: not in /sys
+        ro = Path("/sys")
+    (tmp_path / "OUT" / "run.tgz").mkdir(parents=True)
+    out = tmp_path / "gpu"
+    bad = {("--run", ".."): "--run '..': not one plain folder name",
+           ("--run", "."): "--run '.': not one plain folder name",
+           ("--run", ""): "--run '': not one plain folder name",
+           ("--run", "a/b"): "--run 'a/b': not one plain folder name",
+           ("--run", "../up"): "--run '../up': not one plain folder name",
+           ("--run", str(tmp_path / "abs")): f"--run '{tmp_path / 'abs'}': not one plain folder name",
+           ("--run", "run 1"): "--run 'run 1': not one plain folder name",
+           ("--archive", str(tmp_path / "no" / "run.tgz")): f"its folder {tmp_path / 'no'} does not exist",
+           ("--archive", str(ro / "run.tgz")): f"its folder {ro} is not writable (",
+           ("--archive", str(tmp_path / "OUT" / "run.tgz")): "run.tgz: is a folder, not a file"}
+    for argv, message in bad.items():
+        with pytest.raises(SystemExit) as exit_:
+            run_gpu.main(["--smoke", "--out", str(out), "--stages", "book_code", *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err, (argv, err)
+        assert err.splitlines()[-1].startswith("benchmarks/run_gpu.sh: error: --")  # argparse's one line
+    assert not out.exists() and not (tmp_path / "abs").exists()  # nothing ran, nothing was made
+    assert all(run_gpu.plain_folder_name(name) for name in ("run1", "run-2", "r_3.a", "...", "A9"))
+
+
+def test_the_archive_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The .tgz is written beside itself and renamed over the old one: an error while packing leaves the previous
+    archive as it was and no partial file."""
+    import tarfile
+
+    run_gpu = benchmark_module("run_gpu")
+    out, target = tmp_path / "run1", tmp_path / "OUT" / "run1.tgz"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    assert run_gpu.archive(out, target) == 1
+    before = target.read_bytes()
+    (out / "log.txt").write_text("[tests] done\n")
+
+    def broken(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "add", broken)
+    with pytest.raises(OSError, match="No space left"):
+        run_gpu.archive(out, target)
+    assert target.read_bytes() == before and os.listdir(target.parent) == ["run1.tgz"]
+    monkeypatch.undo()
+    assert run_gpu.archive(out, target) == 2 and os.listdir(target.parent) == ["run1.tgz"]
+    with tarfile.open(target) as tar:
+        assert sorted(tar.getnames()) == ["log.txt", "summary.json"]
 
 
 def test_an_error_anywhere_in_a_stage_fails_the_run():
@@ -269,3 +327,19 @@ def test_the_steady_rate_leaves_the_first_epoch_out():
     assert epochs == 2 and rate == pytest.approx(160 / 0.6)
     with pytest.raises(RuntimeError, match="no steady state"):
         ddp.steady_rate(records[:1], batch=8)
+
+
+def test_the_paper_profile_stage_writes_the_paper_nets_table(tmp_path):
+    """Stage paper_profile (on request), smoke: the paper net's profile at toy size on the CPU, where the Triton
+    candidate does not apply and is not run; its table row names each profile's step time."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_gpu.py"), "--smoke", "--out",
+                           str(tmp_path / "gpu"), "--stages", "paper_profile"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
+    found = summary["stages"]["paper_profile"]
+    assert list(found) == ["default"] and summary["failed_stages"] == []
+    assert found["default"]["step"]["wall_ms"] > 0
+    assert (tmp_path / "gpu" / "profile-paper-default.txt").read_text().startswith("profile: paper @67, batch 2")
+    assert f"| paper_profile | default: step {found['default']['step']['wall_ms']:.2f} ms |" in \
+        (tmp_path / "gpu" / "tables.md").read_text()

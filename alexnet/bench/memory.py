@@ -122,7 +122,9 @@ def search_max_batch(peak_of: PeakOf, capacity: Callable[[], int], *, probes: tu
     """The search of the module docstring, on any device: `peak_of(b)` runs the steps at batch b and returns
     their peak bytes, or a string saying why they did not fit; `capacity()` is the bytes this process may
     allocate, read after the probes. The budget counts from `started` (default: now) on `clock`. Returns
-    max_batch, the bracket, the estimate and every trial."""
+    max_batch, the bracket, the estimate, every trial, and `stopped_early`: None where the bracket was narrowed
+    to `resolution` (or nothing fits), "budget" where the time budget ran out first (max_batch is then a lower
+    bound, the limit below smallest_not_fitting), "limit" where `limit` itself fits (larger was not tried)."""
     start = clock()
     budget_from = start if started is None else started
     trials: list[dict[str, Any]] = []
@@ -152,9 +154,25 @@ def search_max_batch(peak_of: PeakOf, capacity: Callable[[], int], *, probes: tu
     else:  # a probe did not fit (a huge model, a tiny limit): halve from it, then bisect, without an estimate
         good = largest_fitting(fits, start=min(probes[0], limit), limit=limit)
         bad = min((b for b, t in seen.items() if not t["fits"] and b > good), default=None)
-    return {"max_batch": good, "smallest_not_fitting": bad, "estimate": estimate, "first_estimate": first,
+    # a bracket wider than the resolution: bisection stopped for the budget (largest_fitting bisects to 1)
+    stopped = ("limit" if bad is None and good >= limit else
+               "budget" if bad is not None and good and bad - good > max(1, int(good * resolution)) else None)
+    return {"max_batch": good, "smallest_not_fitting": bad, "stopped_early": stopped, "budget_s": budget_s,
+            "limit": limit, "resolution": resolution, "estimate": estimate, "first_estimate": first,
             "trials": trials, "tried": {b: seen[b]["fits"] for b in sorted(seen)},
             "search_seconds": clock() - start}
+
+
+def format_max_batch(result: dict) -> str:
+    """The search's outcome in words: the largest batch, said to be a lower bound, with the bracket left and
+    why, where the search stopped before narrowing it to its resolution."""
+    good, bad = result["max_batch"], result["smallest_not_fitting"]
+    if result.get("stopped_early") == "budget":
+        return (f"largest training batch >= {good} (bracket {good}..{bad} not narrowed: the "
+                f"{result['budget_s']:g} s budget ran out; {bad} does not fit)")
+    if result.get("stopped_early") == "limit":
+        return f"largest training batch >= {good} (the search's limit: larger batches were not tried)"
+    return f"largest training batch {good}" + (" (not even 1 fits)" if good == 0 else "")
 
 
 def max_batch(spec: BenchSpec, probes: tuple[int, int] = PROBES, budget_s: float = BUDGET_S) -> dict:

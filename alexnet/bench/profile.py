@@ -118,14 +118,14 @@ def _layer_rows(trainer, images: torch.Tensor, device: torch.device) -> list[dic
     model, precision = trainer.model, trainer.precision
     fold_conv1, pool_first = trainer.fast["space_to_depth"].on, trainer.fast["pool_first"].on
     fused_lrn, fused_pool = trainer.fast["fused_lrn"].on, trainer.fast["fused_pool"].on
-    bias_after_pool = trainer.fast["bias_after_pool"].on
+    bias_after_pool, triton_lrn = trainer.fast["bias_after_pool"].on, trainer.fast["triton_lrn"].on
     with torch.no_grad():
         x = trainer.data.train_pipeline(images, trainer.aug_generator)
         x = x.contiguous(memory_format=precision.memory_format)
     rows = []
     for index, (name, layers) in enumerate(units(model, pool_first or bias_after_pool)):
         steps = plan(layers, fold_first=fold_conv1 and index == 0, pool_first=pool_first, fused_lrn=fused_lrn,
-                     fused_pool=fused_pool, bias_after_pool=bias_after_pool)
+                     fused_pool=fused_pool, bias_after_pool=bias_after_pool, triton_lrn=triton_lrn)
         with precision.autocast(device):
             rows.append(_time_unit(name, layers, steps, x, device, input_grad=index > 0))
             with torch.no_grad():

@@ -59,6 +59,7 @@ class BenchSpec:
     fused_lrn: bool | str = "auto"       # the paper's LRN as one Function, as the trainer
     fused_pool: bool | str = "auto"      # max-pool + ReLU as Triton kernels (CUDA), as the trainer
     bias_after_pool: bool | str = "auto"  # conv -> ReLU -> pool run as conv -> pool -> + bias -> ReLU, as the trainer
+    triton_lrn: bool | str = "auto"      # ReLU + LRN as Triton kernels (CUDA), as the trainer
     steps: int = 10                 # timed steps
     warmup: int = 3                 # untimed steps before them
     synthetic: bool = False         # random uint8 images of Fashion-MNIST's shape instead of the real files
@@ -100,6 +101,7 @@ class BenchSpec:
                                        cuda_graphs=self.cuda_graphs, space_to_depth=self.space_to_depth,
                                        pool_first=self.pool_first, fused_lrn=self.fused_lrn,
                                        fused_pool=self.fused_pool, bias_after_pool=self.bias_after_pool,
+                                       triton_lrn=self.triton_lrn,
                                        threads=self.threads, drop_last=True))
         return validate(cfg)
 

@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--fused-pool", action=argparse.BooleanOptionalAction,
                    help="each max-pool + ReLU as one pair of Triton kernels with int8 arg-max codes (CUDA; default: "
                         "off until measured, as the trainer)")
+    p.add_argument("--triton-lrn", action=argparse.BooleanOptionalAction,
+                   help="each ReLU + LRN of the paper's net as one pair of Triton kernels (CUDA; default: off until "
+                        "measured, as the trainer)")
     p.add_argument("--bias-after-pool", action=argparse.BooleanOptionalAction,
                    help="a convolution's bias added after its ReLU's max-pool, on the pooled tensor (default: off "
                         "until measured, as the trainer)")
@@ -75,19 +78,19 @@ def add_parser(sub) -> None:
 # Which flags each mode reads; giving one to a mode that would ignore it is an error, not a silent no-op.
 MODES = {
     "throughput": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "cuda_graphs",
-                   "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "bias_after_pool", "steps", "warmup",
-                   "threads", "synthetic", "baseline", "remeasure_peak", "set"},
+                   "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "bias_after_pool", "triton_lrn", "steps",
+                   "warmup", "threads", "synthetic", "baseline", "remeasure_peak", "set"},
     "max-batch": {"model", "input_size", "precision", "channels_last", "compile", "space_to_depth", "pool_first",
-                  "fused_lrn", "fused_pool", "bias_after_pool", "threads", "set"},
+                  "fused_lrn", "fused_pool", "bias_after_pool", "triton_lrn", "threads", "set"},
     "loader": {"input_size", "batch_size", "steps", "warmup", "synthetic"},
     "profile": {"model", "input_size", "batch_size", "precision", "channels_last", "compile", "cuda_graphs",
-                "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "bias_after_pool", "steps", "warmup",
-                "threads", "synthetic", "set"},
+                "space_to_depth", "pool_first", "fused_lrn", "fused_pool", "bias_after_pool", "triton_lrn", "steps",
+                "warmup", "threads", "synthetic", "set"},
     "time-to-accuracy": {"preset", "set", "out"},
 }
 DEFAULTS = {"model": "d2l", "batch_size": 128, "precision": "auto", "channels_last": "auto", "cuda_graphs": "auto",
             "space_to_depth": "auto", "pool_first": "auto", "fused_lrn": "auto", "fused_pool": "auto",
-            "bias_after_pool": "auto", "steps": 10,
+            "bias_after_pool": "auto", "triton_lrn": "auto", "steps": 10,
             "warmup": 3, "threads": 0, "preset": "quick"}
 
 
@@ -131,7 +134,7 @@ def cmd_bench(args) -> int:
                      device=args.device or "auto", precision=args.precision, channels_last=args.channels_last,
                      compile=args.compile, cuda_graphs=args.cuda_graphs, space_to_depth=args.space_to_depth,
                      pool_first=args.pool_first, fused_lrn=args.fused_lrn, fused_pool=args.fused_pool,
-                     bias_after_pool=args.bias_after_pool,
+                     bias_after_pool=args.bias_after_pool, triton_lrn=args.triton_lrn,
                      steps=args.steps, warmup=args.warmup, synthetic=args.synthetic,
                      data_dir=args.data_dir, threads=args.threads, remeasure_peak=args.remeasure_peak,
                      model_options=_model_options(args.set or []))
@@ -143,10 +146,12 @@ def cmd_bench(args) -> int:
             print(json.dumps(result) if args.json else format_profile(result))
             return 0
         if args.max_batch:
-            result = max_batch(spec)
+            from alexnet.bench.memory import format_max_batch
+
+            result = max_batch(spec)  # the JSON's stopped_early says what the text's ">=" does
             print(json.dumps(result) if args.json else
-                  f"{spec.model}{options_label(spec.model_options)} @{spec.input_size}, {spec.precision}: largest "
-                  f"training batch {result['max_batch']} on {result['device']} (tried {result['tried']})")
+                  f"{spec.model}{options_label(spec.model_options)} @{spec.input_size}, {spec.precision}: "
+                  f"{format_max_batch(result)} on {result['device']} (tried {result['tried']})")
             return 0
         result = run_bench(spec, baseline=args.baseline)
         print(json.dumps(result) if args.json else format_bench(result))

@@ -25,6 +25,9 @@ parameters (the modules, their `state_dict` and `alexnet summary` stay the book'
 * `fused_lrn`: the paper's local response normalisation as one autograd Function with its analytic backward
   (`alexnet.kernels.lrn`): 5 kernels forward and 6 backward where the plain module runs ~13 and ~20, equal to it
   within a few ulp in fp32 (bf16: one rounding of the window sum instead of n).
+* `triton_lrn`: a ReLU followed by the paper's LRN (or an LRN alone) as one pair of Triton kernels on CUDA
+  (`alexnet.kernels.relu_lrn`): one kernel forward and one backward, x the only tensor saved, sums and powers in
+  fp32; it takes the place of `fused_lrn` where both are asked for.
 """
 
 from collections.abc import Sequence
@@ -34,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.kernels import conv1, lrn, pool
+from alexnet.kernels import conv1, lrn, pool, relu_lrn
 
 # (what, index of its first layer): "layer" | "fold" | "pool_relu" | "pool_relu_fused" | "pool_fused" | "lrn"
-# | "conv_nobias" | "fold_nobias" | "pool_bias_relu" | "pool_fused_bias_relu" (the last two: the ReLU's index;
-# the bias is the convolution's before it)
+# | "relu_lrn_triton" | "lrn_triton" | "conv_nobias" | "fold_nobias" | "pool_bias_relu" | "pool_fused_bias_relu"
+# (the last two: the ReLU's index; the bias is the convolution's before it)
 Step = tuple[str, int]
 
 
@@ -46,6 +49,11 @@ def pool_follows_relu(layers: Sequence[nn.Module], i: int) -> bool:
     """Whether layers[i] is a ReLU and layers[i + 1] a max-pool whose indices nobody asked for."""
     return (i + 1 < len(layers) and type(layers[i]) is nn.ReLU and type(layers[i + 1]) is nn.MaxPool2d
             and not layers[i + 1].return_indices)
+
+
+def lrn_follows_relu(layers: Sequence[nn.Module], i: int) -> bool:
+    """Whether layers[i] is a ReLU and layers[i + 1] the paper's LRN."""
+    return i + 1 < len(layers) and type(layers[i]) is nn.ReLU and relu_lrn.applies(layers[i + 1])
 
 
 def bias_defers(layers: Sequence[nn.Module], i: int) -> bool:
@@ -57,7 +65,8 @@ def bias_defers(layers: Sequence[nn.Module], i: int) -> bool:
 
 
 def plan(layers: Sequence[nn.Module], *, fold_first: bool = False, pool_first: bool = False,
-         fused_lrn: bool = False, fused_pool: bool = False, bias_after_pool: bool = False) -> list[Step]:
+         fused_lrn: bool = False, fused_pool: bool = False, bias_after_pool: bool = False,
+         triton_lrn: bool = False) -> list[Step]:
     """The steps that run `layers` in order: each plain layer, or a rewrite that stands for one or two layers."""
     steps: list[Step] = []
     i = 0
@@ -74,6 +83,11 @@ def plan(layers: Sequence[nn.Module], *, fold_first: bool = False, pool_first: b
         elif pool_first and pool_follows_relu(layers, i):
             steps.append(("pool_relu_fused" if fused_pool and pool.applies(layers[i + 1]) else "pool_relu", i))
             i += 1  # the max-pool is part of this step
+        elif triton_lrn and lrn_follows_relu(layers, i):
+            steps.append(("relu_lrn_triton", i))
+            i += 1  # the LRN is part of this step
+        elif triton_lrn and relu_lrn.applies(layers[i]):
+            steps.append(("lrn_triton", i))
         elif fused_pool and pool.applies(layers[i]):
             steps.append(("pool_fused", i))
         elif fused_lrn and lrn.applies(layers[i]):
@@ -107,6 +121,10 @@ def run(layers: Sequence[nn.Module], steps: list[Step], x: torch.Tensor) -> torc
             x = pool.max_pool(layers[i], x)
         elif what == "lrn":
             x = lrn.fused(layers[i], x)
+        elif what == "relu_lrn_triton":
+            x = relu_lrn.relu_lrn(layers[i + 1], x)
+        elif what == "lrn_triton":
+            x = relu_lrn.relu_lrn(layers[i], x, relu=False)
         else:
             x = layers[i](x)
     return x
@@ -144,7 +162,8 @@ class FastForward(nn.Module):
     (torch.compile traces it as it is) and adds nothing: save and load `model` itself."""
 
     def __init__(self, model: nn.Module, *, fold_conv1: bool = True, pool_first: bool = False,
-                 fused_lrn: bool = False, fused_pool: bool = False, bias_after_pool: bool = False):
+                 fused_lrn: bool = False, fused_pool: bool = False, bias_after_pool: bool = False,
+                 triton_lrn: bool = False):
         super().__init__()
         if fold_conv1 and conv1.first_conv(model) is None:
             raise ValueError("the model's first layer is not a strided square convolution (features[0])")
@@ -152,14 +171,14 @@ class FastForward(nn.Module):
             raise ValueError("the model has no ReLU followed by a max-pool in its features")
         if fused_pool and not has_fusable_pool(model):
             raise ValueError("the model has no max-pool the fused kernels compute (square, unpadded, floor mode)")
-        if fused_lrn and not has_lrn(model):
+        if (fused_lrn or triton_lrn) and not has_lrn(model):
             raise ValueError("the model has no local response normalisation in its features")
         if bias_after_pool and not has_bias_before_pool(model):
             raise ValueError("the model has no biased convolution followed by a ReLU and a max-pool")
         self.model = model
         m: Any = model  # typed loosely: kernels import no models
         self.steps = plan(m.features, fold_first=fold_conv1, pool_first=pool_first, fused_lrn=fused_lrn,
-                          fused_pool=fused_pool, bias_after_pool=bias_after_pool)
+                          fused_pool=fused_pool, bias_after_pool=bias_after_pool, triton_lrn=triton_lrn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m: Any = self.model

@@ -146,22 +146,22 @@ if triton is not None:
         tl.store(grad_in + i, acc.to(grad_in.dtype.element_ty), mask=mask)
 
 
-def _layout(x: torch.Tensor) -> tuple[torch.memory_format, bool]:
+def layout(x: torch.Tensor) -> tuple[torch.memory_format, bool]:
     """The layout to work in: channels-last where x is (the trainer's on a GPU), else contiguous NCHW."""
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last, True
     return torch.contiguous_format, False
 
 
-def _grid(total: int) -> tuple[int]:
-    return (triton.cdiv(total, BLOCK),)
+def grid(total: int, block: int = BLOCK) -> tuple[int]:
+    return (triton.cdiv(total, block),)
 
 
-def _int64(total: int) -> bool:
-    return total + BLOCK >= 2**31  # the last program's indices run up to BLOCK past the end
+def needs_int64(total: int, block: int = BLOCK) -> bool:
+    return total + block >= 2**31  # the last program's indices run up to `block` past the end
 
 
-def _on(device: torch.device):
+def on_device(device: torch.device):
     """Launch on the tensors' own GPU (Triton launches on the current one; a run on cuda:1 sets none)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -172,7 +172,7 @@ class MaxPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, k: int, s: int, relu: bool) -> torch.Tensor:
-        fmt, channels_last = _layout(x)
+        fmt, channels_last = layout(x)
         x = x.contiguous(memory_format=fmt)
         n, c, h, w = x.shape
         oh, ow = (h - k) // s + 1, (w - k) // s + 1
@@ -183,9 +183,9 @@ class MaxPool(torch.autograd.Function):
         code = torch.empty((n, c, oh, ow) if keep else (1, 1, 1, 1), dtype=torch.int8, device=x.device,
                            memory_format=fmt)
         if out.numel():
-            with _on(x.device):
-                _forward[_grid(out.numel())](x, out, code, out.numel(), c, h, w, oh, ow, K=k, S=s, RELU=relu,
-                                             CODE=keep, CHANNELS_LAST=channels_last, INT64=_int64(x.numel()),
+            with on_device(x.device):
+                _forward[grid(out.numel())](x, out, code, out.numel(), c, h, w, oh, ow, K=k, S=s, RELU=relu,
+                                             CODE=keep, CHANNELS_LAST=channels_last, INT64=needs_int64(x.numel()),
                                              BLOCK=BLOCK)
         ctx.save_for_backward(code)
         ctx.geometry = (x.shape, x.dtype, k, s, fmt, channels_last)
@@ -200,10 +200,10 @@ class MaxPool(torch.autograd.Function):
         grad_in = torch.empty(shape, dtype=dtype, device=grad.device, memory_format=fmt)
         n, c, h, w = shape
         if grad_in.numel():
-            with _on(grad.device):
-                _backward[_grid(grad_in.numel())](grad, code, grad_in, grad_in.numel(), c, h, w, code.shape[2],
+            with on_device(grad.device):
+                _backward[grid(grad_in.numel())](grad, code, grad_in, grad_in.numel(), c, h, w, code.shape[2],
                                                   code.shape[3], K=k, S=s, CHANNELS_LAST=channels_last,
-                                                  INT64=_int64(grad_in.numel()), BLOCK=BLOCK)
+                                                  INT64=needs_int64(grad_in.numel()), BLOCK=BLOCK)
         return grad_in, None, None, None
 
 

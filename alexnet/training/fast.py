@@ -24,6 +24,10 @@ the device and the config, named with its reason in the banner and `config.yaml`
   (`alexnet.kernels.lrn`), equal to the plain module within a few ulp; auto takes it when the step is not compiled
   (torch.compile fuses the plain module's ops itself, about as fast on a CPU): 11 kernels for ~33, 1.9-4.7x the
   plain module's forward + backward on a 2-core AVX512 CPU (benchmarks/lrn.py, docs/performance.md).
+* `train.triton_lrn` (auto | true | false): each ReLU -> LRN (or LRN alone) as one pair of Triton kernels
+  (`alexnet.kernels.relu_lrn`), x the only tensor saved; it takes the place of fused_lrn. It applies on CUDA with
+  Triton, outside torch.compile. auto leaves it off until an H200 run has measured it against fused_lrn
+  (`benchmarks/run_gpu.sh`, the paper net's bench variant `triton_lrn`).
 """
 
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ import torch
 
 from alexnet.base.errors import AlexNetError
 from alexnet.config import Config
-from alexnet.kernels import pool
+from alexnet.kernels import pool, relu_lrn
 from alexnet.kernels.conv1 import first_conv
 from alexnet.kernels.forward import has_bias_before_pool, has_fusable_pool, has_lrn, has_pool_after_relu
 from alexnet.runtime.distributed import DistEnv
@@ -125,17 +129,29 @@ def fused_lrn(cfg: Config, device: torch.device, model: torch.nn.Module) -> Choi
     return decide(cfg.train.fused_lrn, "fused_lrn", blocker, reason, not compiled)
 
 
+def triton_lrn(cfg: Config, device: torch.device, model: torch.nn.Module) -> Choice:
+    blocker = ("not a CUDA device: the kernels are Triton's" if device.type != "cuda" else
+               "Triton is not installed" if not relu_lrn.available() else
+               "torch.compile fuses the plain LRN itself" if cfg.train.compile else
+               f"{cfg.model.name} as configured has no LRN" if not has_lrn(model) else None)
+    return decide(cfg.train.triton_lrn, "triton_lrn", blocker,
+                  "auto: off until measured against fused_lrn on a GPU (train.triton_lrn: true)", False)
+
+
 def choose(cfg: Config, device: torch.device, env: DistEnv, precision: Precision, model: torch.nn.Module) \
         -> dict[str, Choice]:
     """Every fast path's choice for this run, by name (the banner's and config.yaml's order)."""
-    return {"space_to_depth": space_to_depth(cfg, device, model), "pool_first": pool_first(cfg, model),
-            "fused_lrn": fused_lrn(cfg, device, model), "fused_pool": fused_pool(cfg, device, model),
-            "bias_after_pool": bias_after_pool(cfg, device, model),
-            "cuda_graphs": cuda_graphs(cfg, device, env, precision)}
+    choices = {"space_to_depth": space_to_depth(cfg, device, model), "pool_first": pool_first(cfg, model),
+               "fused_lrn": fused_lrn(cfg, device, model), "triton_lrn": triton_lrn(cfg, device, model),
+               "fused_pool": fused_pool(cfg, device, model), "bias_after_pool": bias_after_pool(cfg, device, model),
+               "cuda_graphs": cuda_graphs(cfg, device, env, precision)}
+    if choices["triton_lrn"].on and choices["fused_lrn"].on:  # the Triton kernels run every LRN
+        choices["fused_lrn"] = Choice(False, "triton_lrn runs the LRN")
+    return choices
 
 
 def forms(choices: dict[str, Choice]) -> dict[str, bool]:
     """The execution forms among `choices`, as alexnet.kernels.forward.FastForward's arguments."""
     return {"fold_conv1": choices["space_to_depth"].on, "pool_first": choices["pool_first"].on,
             "fused_lrn": choices["fused_lrn"].on, "fused_pool": choices["fused_pool"].on,
-            "bias_after_pool": choices["bias_after_pool"].on}
+            "bias_after_pool": choices["bias_after_pool"].on, "triton_lrn": choices["triton_lrn"].on}
