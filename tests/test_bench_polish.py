@@ -103,10 +103,24 @@ def test_the_table_says_which_fast_paths_the_step_took(bench):
     at = next(i for i, line in enumerate(lines) if line.startswith("ours: fast paths: "))
     line = lines[at]
     assert lines[at - 1].startswith("ours: fp32") and sum("fast paths" in x for x in lines) == 1
-    expected = {**SMALL_ON_A_CPU, "pool_first": "pool_first off (train.pool_first: false)"}
+    expected = {**SMALL_ON_A_CPU, "pool_first": "pool_first off (--no-pool-first)"}  # the flag as typed
     places = [line.index(f"; {d}" if name != "space_to_depth" else f": {d}") for name, d in expected.items()]
     assert places == sorted(places)  # each choice whole, in the banner's order
     assert line.endswith("; cuda_graphs off (not a CUDA device)")
+
+
+@no_cuda
+def test_the_fast_paths_name_the_flags_typed_and_what_bias_after_pool_moves(bench):
+    """A fast path set by a flag is named by it; pool_first off with bias_after_pool on says that those pools
+    still run before their ReLUs (conv -> max-pool -> + bias -> ReLU)."""
+    code, out, err = bench(*SMALL_CPU, "--no-pool-first", "--bias-after-pool", "--json")
+    assert code == 0, err
+    taken = json.loads(out)["ours"]["fast_paths"]
+    assert taken["bias_after_pool"] == "bias_after_pool on (--bias-after-pool)"
+    assert taken["pool_first"] == ("pool_first off (--no-pool-first, but bias_after_pool pools before the ReLUs of "
+                                   "the convolutions whose bias it moves)")
+    code, out, err = bench(*SMALL_CPU, "--json")
+    assert json.loads(out)["ours"]["fast_paths"]["pool_first"] == SMALL_ON_A_CPU["pool_first"]  # auto: as before
 
 
 # --- 3. the profile's table: names whole, columns aligned -----------------------------------------------------------

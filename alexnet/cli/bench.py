@@ -10,6 +10,7 @@
 import argparse
 import contextlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,7 @@ def cmd_bench(args) -> int:
             from alexnet.bench.profile import format_profile, profile_step
 
             result = profile_step(spec)
+            result["fast_paths"] = _as_typed(result["fast_paths"])
             print(json.dumps(result) if args.json else format_profile(result))
             return 0
         if args.max_batch:
@@ -154,6 +156,8 @@ def cmd_bench(args) -> int:
                   f"{format_max_batch(result)} on {result['device']} (tried {result['tried']})")
             return 0
         result = run_bench(spec, baseline=args.baseline)
+        if "fast_paths" in result.get("ours", {}):
+            result["ours"]["fast_paths"] = _as_typed(result["ours"]["fast_paths"])
         print(json.dumps(result) if args.json else format_bench(result))
         return 0
 
@@ -168,6 +172,15 @@ def _named_as_flags():
         yield
     except NotApplicable as error:
         raise AlexNetError(f"--{error.name.replace('_', '-')} does not apply: {error.blocker}") from None
+
+
+def _as_typed(fast_paths: dict[str, str]) -> dict[str, str]:
+    """Each fast path's reason as the bench's user set it: "--bias-after-pool", not the trainer's
+    "train.bias_after_pool: true" (its flags are the only way bench sets them)."""
+    def flag(m: re.Match) -> str:
+        name = m.group(1).replace("_", "-")
+        return f"--{name}" if m.group(2) == "true" else f"--no-{name}"
+    return {name: re.sub(r"\btrain\.(\w+): (true|false)\b", flag, text) for name, text in fast_paths.items()}
 
 
 def _model_options(pairs: list[tuple[str, object]]) -> dict:

@@ -147,6 +147,10 @@ def choose(cfg: Config, device: torch.device, env: DistEnv, precision: Precision
                "cuda_graphs": cuda_graphs(cfg, device, env, precision)}
     if choices["triton_lrn"].on and choices["fused_lrn"].on:  # the Triton kernels run every LRN
         choices["fused_lrn"] = Choice(False, "triton_lrn runs the LRN")
+    first = choices["pool_first"]
+    if choices["bias_after_pool"].on and not first.on:  # its conv -> pool -> + bias -> ReLU pools first too
+        choices["pool_first"] = Choice(False, f"{first.reason}, but bias_after_pool pools before the ReLUs of "
+                                              "the convolutions whose bias it moves")
     return choices
 
 
