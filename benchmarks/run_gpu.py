@@ -602,8 +602,9 @@ def _cells(name: str, r: dict) -> str:
         others = ", ".join(f"{k[5:-15]} {v:.0f}" if isinstance(v, (int, float)) else f"{k[5:-15]} error"
                            for k, v in r.items() if k.startswith("step_") and k.endswith("_images_per_sec")
                            and k != "step_images_per_sec" and v is not None)
+        wait = "-" if r.get("input_wait_s") is None else f"{r['input_wait_s']:.2f}"
         return (f"{r['images_per_sec']:.0f} img/s end to end (second epoch; first {r['first_epoch_images_per_sec']:.0f}"
-                f"), input wait {r['input_wait_s']} s; decode {r['decode_images_per_sec']:.0f}, step "
+                f"), input wait {wait} s; decode {r['decode_images_per_sec']:.0f}, step "
                 f"{r['step_images_per_sec']:.0f} img/s{f' ({others})' if others else ''} | >= 20,000 img/s, "
                 "step >= 30,000")
     if name == "studies":

@@ -43,8 +43,8 @@ def add_parser(sub) -> None:
                    help="each max-pool + ReLU as one pair of Triton kernels with int8 arg-max codes (CUDA; default: "
                         "off until measured, as the trainer)")
     p.add_argument("--triton-lrn", action=argparse.BooleanOptionalAction,
-                   help="each ReLU + LRN of the paper's net as one pair of Triton kernels (CUDA; default: off until "
-                        "measured, as the trainer)")
+                   help="each ReLU -> LRN (or LRN alone) of a net with the paper's LRN as one pair of Triton "
+                        "kernels (CUDA; default: off until measured, as the trainer)")
     p.add_argument("--bias-after-pool", action=argparse.BooleanOptionalAction,
                    help="a convolution's bias added after its ReLU's max-pool, on the pooled tensor (default: off "
                         "until measured, as the trainer)")

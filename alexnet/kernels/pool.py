@@ -192,8 +192,12 @@ class MaxPool(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # a second derivative raises instead of coming out wrong
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        # Asked for a graph of the backward (create_graph=True) it raises: the kernels carry none, and torch's
+        # once_differentiable would let autograd.grad drop the second-order terms where the loss also reaches x
+        # another way (alexnet.kernels.lrn says how).
+        if torch.is_grad_enabled():
+            raise RuntimeError("the Triton max-pool has no second derivative; use torch's (train.fused_pool: false)")
         (code,) = ctx.saved_tensors
         shape, dtype, k, s, fmt, channels_last = ctx.geometry
         grad = grad.contiguous(memory_format=fmt)

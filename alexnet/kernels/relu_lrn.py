@@ -15,11 +15,12 @@ recomputes their d, so the only tensor saved for backward is x, the convolution'
 written: forward reads x and writes b, backward reads x and g and writes dL/dx, ~5 passes over the tensor in all.
 The plain ReLU + LRN runs ~15 kernels forward and ~20 backward; the analytic Function (alexnet.kernels.lrn) 6 and 7
 with a ReLU of its own, and saves d. Sums and powers are fp32 whatever the tensor's dtype, rounded once to it: in
-fp32 within a few ulp of the plain module, whose window sum it adds in the same order; in bf16 closer to the exact
-value than the plain module under autocast, which rounds each of its n adds to bf16. The paper's beta = 0.75 takes
-its powers from the hardware's reciprocal square root; any other beta from exp2 and log2, and log2 is a long
-polynomial on NVIDIA GPUs: for sm_90 the backward compiles to 1,440 instructions per thread (8 elements) with
-beta = 0.75 and 2,472 without, the forward to 528 and 696 (benchmarks/kernel_sass.py; the max-pool's forward: 784).
+fp32 within a few ulp of the plain module, whose window sum it adds in the same order (on a GPU each add fused with
+its square into one multiply-add); in bf16 closer to the exact value than the plain module under autocast, which
+rounds each of its n adds to bf16. The paper's beta = 0.75 takes its powers from the hardware's reciprocal square
+root; any other beta from exp2 and log2, and log2 is a long polynomial on NVIDIA GPUs: for sm_90 the backward
+compiles to 1,440 instructions per thread (8 elements) with beta = 0.75 and 2,472 without, the forward to 528 and
+696 (benchmarks/kernel_sass.py; the max-pool's forward: 784).
 
 Both kernels read the tensors as they lie (channels-last, the trainer's layout on a GPU, where a window's channels
 are adjacent in memory, or contiguous NCHW) and write in the same layout. Under TRITON_INTERPRET=1 (set before this
@@ -162,8 +163,9 @@ class ReluLRN(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # a second derivative raises instead of coming out wrong
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: as alexnet.kernels.pool's, it raises rather than drop terms
+            raise RuntimeError("the Triton ReLU + LRN has no second derivative; use train.triton_lrn: false")
         (x,) = ctx.saved_tensors
         g = g.contiguous(memory_format=ctx.fmt)
         grad_x = torch.empty_like(x, memory_format=ctx.fmt)

@@ -27,7 +27,8 @@ the device and the config, named with its reason in the banner and `config.yaml`
 * `train.triton_lrn` (auto | true | false): each ReLU -> LRN (or LRN alone) as one pair of Triton kernels
   (`alexnet.kernels.relu_lrn`), x the only tensor saved; it takes the place of fused_lrn. It applies on CUDA with
   Triton, outside torch.compile. auto leaves it off until an H200 run has measured it against fused_lrn
-  (`benchmarks/run_gpu.sh`, the paper net's bench variant `triton_lrn`).
+  (`benchmarks/run_gpu.sh`: the `folder` stage's paper-net step candidates `triton_lrn`, and stage
+  `paper_profile`).
 """
 
 from dataclasses import dataclass
