@@ -118,6 +118,12 @@ def test_which_biases_move():
         ("lrn", 2), ("lrn", 6), ("conv_nobias", 12), ("pool_bias_relu", 13)]
     unbiased = [nn.Conv2d(1, 2, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2)]
     assert plan(unbiased, bias_after_pool=True) == plan(unbiased)
+
+    class Scaled(nn.Conv2d):  # a subclass computes what its own forward says: its bias stays where it is
+        def forward(self, x):
+            return 2 * super().forward(x)
+    assert plan([Scaled(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)], bias_after_pool=True) == [
+        ("layer", 0), ("layer", 1), ("layer", 2)]
     tanh = create_model("d2l", activation="tanh")
     assert not has_bias_before_pool(tanh)
     with pytest.raises(ValueError, match="no biased convolution followed by a ReLU and a max-pool"):

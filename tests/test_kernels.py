@@ -95,6 +95,11 @@ def test_which_convolutions_it_covers():
     assert not applies(nn.Conv2d(4, 8, 11, stride=4, groups=2))         # grouped
     assert not applies(nn.Conv2d(1, 8, 11, stride=(4, 2)))              # unequal strides
     assert not applies(nn.Conv2d(1, 8, 11, stride=4, padding_mode="reflect"))
+
+    class Standardised(nn.Conv2d):  # a subclass computes what its own forward says: the rewrite would not
+        def forward(self, x):
+            return self._conv_forward(x, self.weight - self.weight.mean(), self.bias)
+    assert not applies(Standardised(1, 96, 11, stride=4))
     assert first_conv(create_model("small")) is None
     with pytest.raises(ValueError, match="strided square convolution"):
         FastForward(create_model("small"))

@@ -24,7 +24,7 @@ from torch import nn
 
 def applies(conv: nn.Module) -> bool:
     """Whether `conv` has the form this rewrite covers: a plain zero-padded square strided convolution."""
-    return (isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.dilation == (1, 1)
+    return (type(conv) is nn.Conv2d and conv.groups == 1 and conv.dilation == (1, 1)
             and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
             and conv.stride[0] == conv.stride[1] > 1 and conv.kernel_size[0] == conv.kernel_size[1] >= conv.stride[0]
             and conv.padding[0] == conv.padding[1])
@@ -68,4 +68,4 @@ def first_conv(model: nn.Module) -> nn.Conv2d | None:
     if not all(hasattr(model, name) for name in ("avgpool", "flatten", "forward_head")):
         return None
     conv = features[0]
-    return conv if isinstance(conv, nn.Conv2d) and applies(conv) else None
+    return conv if isinstance(conv, nn.Conv2d) and applies(conv) else None  # applies: exactly nn.Conv2d

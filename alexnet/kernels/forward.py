@@ -60,7 +60,7 @@ def bias_defers(layers: Sequence[nn.Module], i: int) -> bool:
     """Whether layers[i] is a biased, zero-padded convolution followed by a ReLU and a max-pool (`pool_follows_relu`):
     its bias can be added after the pool."""
     conv = layers[i]
-    return (isinstance(conv, nn.Conv2d) and conv.bias is not None and conv.padding_mode == "zeros"
+    return (type(conv) is nn.Conv2d and conv.bias is not None and conv.padding_mode == "zeros"
             and pool_follows_relu(layers, i + 1))
 
 
