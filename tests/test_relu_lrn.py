@@ -57,16 +57,23 @@ def test_equals_relu_and_the_plain_lrn(interpreted, size, shape, channels_last, 
         assert torch.equal(grad[x <= 0], torch.zeros_like(grad[x <= 0])) and grad[x > 0].abs().min() > 0
 
 
-@pytest.mark.parametrize("beta", [0.5, 0.6, 1.0])
-def test_any_beta(interpreted, beta):
-    """beta = 0.75 (the paper's) runs on the reciprocal square root; any other through exp2 and log2."""
+@pytest.mark.parametrize("beta,k", [(0.5, 1.5), (0.6, 1.5), (1.0, 1.5), (0.75, 0.0), (0.6, 0.0)])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # numpy's, in the interpreter: 0 * inf at k = 0
+def test_any_beta_and_k(interpreted, beta, k, relu):
+    """beta = 0.75 (the paper's) runs on the reciprocal square root, any other through exp2 and log2; k = 0 keeps
+    the windows past the channel edges out with a select (there d can be 0), k > 0 needs none."""
     torch.manual_seed(2)
-    module = LocalResponseNorm(5, alpha=1e-2, beta=beta, k=1.5)
+    module = LocalResponseNorm(5, alpha=1e-2, beta=beta, k=k)
     x, g = torch.randn(2, 8, 3, 4) * 3, torch.randn(2, 8, 3, 4)
-    out, grad = forward_backward(lambda t: interpreted.relu_lrn(module, t), x, g)
-    out64, grad64 = forward_backward(plain(module, True), x.double(), g.double())
-    ulp_close(out, out64.float(), 8)
-    ulp_close(grad, grad64.float(), 64)
+    x[:, :, 0, 0] = 0.0  # a position with no activation at all: d = k there
+    x[:, -2:, 1, 1] = 0.0  # the last two channels: windows past the edge that hold nothing but zeros
+    out, grad = forward_backward(lambda t: interpreted.relu_lrn(module, t, relu), x, g)
+    out64, grad64 = forward_backward(plain(module, relu), x.double(), g.double())
+    assert out.isnan().any() == (k == 0)  # 0 * 0^-beta at the first position
+    for got, exact in ((out, out64.float()), (grad, grad64.float())):
+        assert torch.equal(got.isnan(), exact.isnan())
+        ulp_close(got.nan_to_num(0.0), exact.nan_to_num(0.0), 64)
 
 
 def test_the_paper_numbers_and_the_relu_edge(interpreted):

@@ -19,7 +19,7 @@ fp32 within a few ulp of the plain module, whose window sum it adds in the same 
 its square into one multiply-add); in bf16 closer to the exact value than the plain module under autocast, which
 rounds each of its n adds to bf16. The paper's beta = 0.75 takes its powers from the hardware's reciprocal square
 root; any other beta from exp2 and log2, and log2 is a long polynomial on NVIDIA GPUs: for sm_90 the backward
-compiles to 1,440 instructions per thread (8 elements) with beta = 0.75 and 2,472 without, the forward to 528 and
+compiles to 1,336 instructions per thread (8 elements) with beta = 0.75 and 2,552 without, the forward to 528 and
 696 (benchmarks/kernel_sass.py; the max-pool's forward: 784).
 
 Both kernels read the tensors as they lie (channels-last, the trainer's layout on a GPU, where a window's channels
@@ -118,7 +118,7 @@ if triton is not None:
     @triton.jit
     def _backward(x, g, grad_x, total, C, HW, alpha, beta, k, BEFORE: tl.constexpr, AFTER: tl.constexpr,
                   THREE_QUARTERS: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                  INT64: tl.constexpr, BLOCK: tl.constexpr):
+                  INT64: tl.constexpr, BLOCK: tl.constexpr, POSITIVE_K: tl.constexpr):
         i = _indices(BLOCK, INT64)
         mask = i < total
         c, step = _channel(i, C, HW, CHANNELS_LAST)
@@ -135,8 +135,10 @@ if triton is not None:
             if o == 0:
                 own = gc * p
             ac = _load(x, i, c, o, C, step, mask, RELU)
-            inside = mask & (c + o >= 0) & (c + o < C)
-            cross += tl.where(inside, gc * ac * q, 0.0)  # where: no 0 * inf from a window past the edge
+            if POSITIVE_K:  # d >= k > 0: q is finite, and a window past the edge adds 0 * 0 * q = 0
+                cross += gc * ac * q
+            else:  # no 0 * inf from a window past the edge
+                cross += tl.where(mask & (c + o >= 0) & (c + o < C), gc * ac * q, 0.0)
         grad = own - 2.0 * alpha * beta * _load(x, i, c, 0, C, step, mask, RELU) * cross
         if RELU:
             grad = tl.where(tl.load(x + i, mask=mask, other=0.0) <= 0, 0.0, grad)
@@ -171,7 +173,8 @@ class ReluLRN(torch.autograd.Function):
         grad_x = torch.empty_like(x, memory_format=ctx.fmt)
         if x.numel():
             with pool.on_device(x.device):
-                _backward[pool.grid(x.numel(), BLOCK)](x, g, grad_x, x.numel(), *ctx.numbers, **ctx.flags)
+                _backward[pool.grid(x.numel(), BLOCK)](x, g, grad_x, x.numel(), *ctx.numbers, **ctx.flags,
+                                                       POSITIVE_K=ctx.numbers[-1] > 0)
         return grad_x, None, None, None, None, None
 
 
