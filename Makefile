@@ -10,7 +10,7 @@ RUN    ?= runs/quick-$(shell date +%Y%m%d-%H%M%S)
 
 N      ?= 5
 
-.PHONY: demo test lint test-slow test-all test-repeat data bench clean
+.PHONY: demo test lint test-slow test-all test-repeat test-avx2 data bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ test-all: $(STAMP) data
 test-repeat: $(STAMP) data
 	@for i in $$(seq $(N)); do echo "== round $$i of $(N)"; \
 	  $(BIN)/python -m pytest -q -m 'distributed or timing' -p no:cacheprovider || exit 1; done
+
+# The default suite on the kernels an AVX2-only CPU runs (ATen's AVX2 code paths, oneDNN capped at AVX2: no
+# AVX512, no bf16 units), from any x86 CPU: CI must be green on every CPU a session may get.
+test-avx2: $(STAMP) data
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP) data
 	$(BIN)/alexnet bench --model d2l --batch-size 32 --steps 5 --warmup 2 --baseline

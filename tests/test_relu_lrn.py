@@ -131,9 +131,11 @@ def test_the_paper_net_with_the_triton_lrn_equals_the_fused_function(interpreted
         for net in (function, triton):
             out = net(x)
             results.append((out, torch.autograd.grad(out.square().sum(), list(model.parameters()))))
-        torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
-        for (key, _), a, b in zip(model.named_parameters(), results[1][1], results[0][1], strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=key)
+        # to rounding, on the tensor's scale: the two forms round differently, and oneDNN's kernels (AVX2 or
+        # AVX512) carry it through the layers after them differently again
+        ulp_close(results[1][0], results[0][0], 64)
+        for a, b in zip(results[1][1], results[0][1], strict=True):
+            ulp_close(a, b, 256)
 
 
 def test_which_layers_it_takes():
