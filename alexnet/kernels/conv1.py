@@ -53,9 +53,9 @@ def conv2d_space_to_depth(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return F.conv2d(folded, kernel, bias)
 
 
-def folded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """`conv(x)` in the folded form, from the module's own weight and bias."""
-    return conv2d_space_to_depth(x, conv.weight, conv.bias, conv.stride[0], int(conv.padding[0]))
+def folded(conv: nn.Conv2d, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+    """`conv(x)` in the folded form, from the module's own weight and bias (without it if not `bias`)."""
+    return conv2d_space_to_depth(x, conv.weight, conv.bias if bias else None, conv.stride[0], int(conv.padding[0]))
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d | None:

@@ -104,8 +104,7 @@ def run(layers: Sequence[nn.Module], steps: list[Step], x: torch.Tensor) -> torc
         if what == "fold":
             x = conv1.folded(cast(nn.Conv2d, layers[i]), x)  # plan checked conv1.applies
         elif what == "fold_nobias":
-            conv = cast(nn.Conv2d, layers[i])
-            x = conv1.conv2d_space_to_depth(x, conv.weight, None, conv.stride[0], int(conv.padding[0]))
+            x = conv1.folded(cast(nn.Conv2d, layers[i]), x, bias=False)
         elif what == "conv_nobias":
             conv = cast(nn.Conv2d, layers[i])
             x = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)  # zero padding
