@@ -1,4 +1,5 @@
-"""Every GPU claim, proven by one command: `benchmarks/run_gpu.sh [--out DIR] [--data-dir D] [--smoke]`.
+"""Every GPU claim, proven by one command: `benchmarks/run_gpu.sh [--out DIR] [--data-dir D] [--smoke]
+[--stages a,b] [--budget SECONDS] [--run NAME] [--archive FILE.tgz]`.
 
 Stages, each a fresh `alexnet` (or pytest) process whose result lands in DIR/<stage>.json; a stage that fails or
 would overrun the time budget holds {"error": ...} and the next one runs. At the end DIR/summary.json (the keys
@@ -8,16 +9,18 @@ below) and DIR/tables.md.
                  against the eager one, bit-exact resume on CUDA, evaluation, loader order, GPU JPEG decode (nvJPEG
                  must decode), torchrun + NCCL; every GPU test must run and pass
     profile      alexnet bench --profile of the d2l net at batch 256, plain (no CUDA graph, no folded conv1: the
-                 first GPU run's step) and with the fast paths (goal: host time per step well below GPU time)
+                 first GPU run's step), with the fast paths, and with the candidates fused_pool and bias_after_pool
+                 (goal: host time per step well below GPU time)
     bench        alexnet bench --baseline (defaults: bf16, CUDA graph, folded conv1), then the fast paths one at a
-                 time off, --compile (inductor under the captured step), batch 1024, fp32 (IEEE) and tf32
-                 (goals: MFU >= 50 %)
+                 time off, the candidates fused_pool, bias_after_pool and both on, --compile (inductor under the
+                 captured step), batch 1024, fp32 (IEEE) and tf32 (goals: MFU >= 50 %)
     d2l_book     alexnet train --preset d2l (the book: test acc 0.883 after 10 epochs; goal: >= 0.88 in <= 15 s)
     time_to_090  alexnet bench --time-to-accuracy 0.90 --preset fast (goal: <= 3 s)
     d2l_fast     alexnet train --preset d2l-fast (goal: >= 0.945 in <= 20 epochs)
     folder       the paper net on a generated ImageNet-style folder of JPEGs (>= 20,000 files, ~500x375,
-                 >= 100 classes), prepared with `alexnet prepare`: end-to-end, decode-only and step-only img/s
-                 (goal: >= 20,000 img/s end to end)
+                 >= 100 classes), prepared with `alexnet prepare`: end-to-end, decode-only and step-only img/s,
+                 the step also with the plain LRN module, the candidates triton_lrn, fused_pool and both, and two
+                 columns (goal: >= 20,000 img/s end to end)
     max_batch    alexnet bench --max-batch for d2l, paper and torchvision at 224 (goal: <= 30 s each)
     book_code    benchmarks/d2l_book.py --device cuda: the book's own `train_ch6` beside our baseline and ours
                  (where the `d2l` package is importable; else skipped, and said)
@@ -697,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 ARCHIVED = (".json", ".jsonl", ".md", ".txt", ".xml", ".yaml")  # results (config.yaml: what each run took), not data
-NOT_ARCHIVED = ("folder", "fmnist-")  # the generated JPEGs and shards, the unpacked package
+NOT_ARCHIVED = ("folder", "fmnist-")  # folders: the generated JPEGs and shards, the unpacked package
 ARCHIVED_MAX_BYTES = 4 << 20
 
 
@@ -722,6 +725,12 @@ def archive_problem(path: Path) -> str | None:
     return None
 
 
+def data_folder(relative: Path) -> bool:
+    """Whether `relative` lies in one of the NOT_ARCHIVED folders (folder.json, the folder stage's result, does not)."""
+    first = relative.parts[0]
+    return len(relative.parts) > 1 and (first == NOT_ARCHIVED[0] or first.startswith(NOT_ARCHIVED[1]))
+
+
 def archive(out: Path, path: Path) -> int:
     """The run's text results under `out` (by suffix, each under ARCHIVED_MAX_BYTES) packed into the .tgz `path`,
     with their paths relative to `out`; how many. One file brings a whole run back from a machine that returns
@@ -731,7 +740,7 @@ def archive(out: Path, path: Path) -> int:
 
     files = sorted(f for f in out.rglob("*") if f.is_file() and f.suffix in ARCHIVED
                    and f.stat().st_size <= ARCHIVED_MAX_BYTES
-                   and not f.relative_to(out).parts[0].startswith(NOT_ARCHIVED))
+                   and not data_folder(f.relative_to(out)))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # same folder: os.replace is one rename
     try:

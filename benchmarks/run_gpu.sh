@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU claim of the docs, proven by one command (benchmarks/run_gpu.py says what each stage measures):
 #
-#   benchmarks/run_gpu.sh [--out DIR] [--data-dir D] [--smoke]
+#   benchmarks/run_gpu.sh [--out DIR] [--data-dir D] [--smoke] [--stages a,b] [--budget S] [--run NAME] [--archive F]
 #
 # On a lent GPU machine (no network, the image's own torch): run it from the source tree, no install, with
 # Fashion-MNIST carried as Debian's package file:

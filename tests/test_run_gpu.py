@@ -90,14 +90,14 @@ def test_the_archive_holds_the_text_results_and_no_data(tmp_path):
              "runs/d2l/checkpoint.pt": b"weights", "folder/source/train/a.jpg": b"jpeg",
              "fmnist-1/usr/train-images-idx3-ubyte.gz": b"idx", "huge.json": b"0" * (run_gpu.ARCHIVED_MAX_BYTES + 1),
              "runs/d2l/config.yaml": b"runtime: {}\n", "fmnist-1/usr/share/doc/baselines.json": b"{}",
-             "folder/prepared/manifest.json": b"{}"}
+             "folder/prepared/manifest.json": b"{}", "folder.json": b"{}", "fmnist-notes.txt": b"x"}
     for name, data in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
-    assert run_gpu.archive(out, tmp_path / "OUT" / "run2.tgz") == 4
-    with tarfile.open(tmp_path / "OUT" / "run2.tgz") as tar:
-        assert sorted(tar.getnames()) == ["profile-fast.txt", "runs/d2l/config.yaml", "runs/d2l/metrics.jsonl",
-                                          "summary.json"]
+    assert run_gpu.archive(out, tmp_path / "OUT" / "run2.tgz") == 6
+    with tarfile.open(tmp_path / "OUT" / "run2.tgz") as tar:  # the folder stage's result, not its folder's data
+        assert sorted(tar.getnames()) == ["fmnist-notes.txt", "folder.json", "profile-fast.txt",
+                                          "runs/d2l/config.yaml", "runs/d2l/metrics.jsonl", "summary.json"]
 
 
 def test_bad_run_and_archive_arguments_are_refused_before_any_stage(tmp_path, capsys):

@@ -1,6 +1,6 @@
-"""A net's forward pass in its execution forms (issue #21): the same layers in the same order as
-`ConvNet.forward`, with the rewrites the runtime chose, each exact and each computed from the plain layer's own
-parameters (the modules, their `state_dict` and `alexnet summary` stay the book's and the paper's).
+"""A net's forward pass in its execution forms (issue #21): the same layers in the same order as `ConvNet.forward`,
+with the rewrites the runtime chose, each exact or equal to rounding (below) and each computed from the plain
+layer's own parameters (the modules, their `state_dict` and `alexnet summary` stay the book's and the paper's).
 
 * `fold_conv1`: the first convolution in its space-to-depth form (`alexnet.kernels.conv1`).
 * `pool_first`: a ReLU followed by a max-pool runs as the max-pool, then the ReLU. ReLU is monotone, so
@@ -151,7 +151,7 @@ def has_fusable_pool(model: nn.Module) -> bool:
 
 
 def has_lrn(model: nn.Module) -> bool:
-    """Whether the net's features hold the paper's LRN (the layer `fused_lrn` rewrites)."""
+    """Whether the net's features hold the paper's LRN (the layer `fused_lrn` and `triton_lrn` rewrite)."""
     return any(lrn.applies(layer) for layer in _features(model))
 
 

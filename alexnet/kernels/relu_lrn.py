@@ -9,11 +9,11 @@ zero) and d = k + alpha * S, the forward is b = a * d^-beta, and the backward (a
 
 then dL/dx[j] = dL/da[j] where x[j] is not <= 0 (torch's ReLU: a NaN passes its gradient), else 0.
 
-One program per block of elements, each element on its own: the forward loads its n channel neighbours, the
-backward the n neighbours of each of the n windows that hold it (2n - 1 distinct ones, from the cache) and
-recomputes their d, so the only tensor saved for backward is x, the convolution's output, and nothing else is
+One program per block of elements, each element on its own: the forward loads its n channel neighbours, the backward
+the n neighbours of each of the n windows that hold it (2n - 1 distinct ones, from the cache) and recomputes their
+d, so the only tensor saved for backward is x (the convolution's output, in the nets here), and nothing else is
 written: forward reads x and writes b, backward reads x and g and writes dL/dx, ~5 passes over the tensor in all.
-The plain ReLU + LRN runs ~15 kernels forward and ~20 backward; the analytic Function (alexnet.kernels.lrn) 6 and 7
+The plain ReLU + LRN runs ~14 kernels forward and ~21 backward; the analytic Function (alexnet.kernels.lrn) 6 and 7
 with a ReLU of its own, and saves d. Sums and powers are fp32 whatever the tensor's dtype, rounded once to it: in
 fp32 within a few ulp of the plain module, whose window sum it adds in the same order (on a GPU each add fused with
 its square into one multiply-add); in bf16 closer to the exact value than the plain module under autocast, which
