@@ -137,22 +137,11 @@ def stage_profile(r: Runner) -> dict:
              "--synthetic", "--device", "cpu"] if r.smoke else
             ["--model", "d2l", "--batch-size", "256", "--steps", "10", "--warmup", "5", "--synthetic",
              "--device", "cuda"])
-    out: dict = {}
-    # fused_pool, bias_after_pool: the defaults plus a candidate (off by default until these have measured them)
-    variants = {"plain": ["--no-cuda-graphs", "--no-space-to-depth"], "fast": [], "fused_pool": ["--fused-pool"],
-                "bias_after_pool": ["--bias-after-pool"]}
-    for name, extra in variants.items():
-        if r.smoke and name != "fast":  # on a CPU no GPU fast path applies: the profiles would be one
-            continue
-        try:
-            result = json.loads(r.alexnet("bench", "--profile", *args, *extra, "--json"))
-        except Exception as e:  # a candidate's failure is recorded; the stage's main figures stand
-            if name in ("plain", "fast"):
-                raise
-            out[name] = {"error": one_line(e)}
-            continue
-        (r.out / f"profile-{name}.txt").write_text(format_profile_json(result))
-        out[name] = result
+    # fused_pool, bias_after_pool: the defaults plus a candidate (off by default until these have measured them);
+    # on a CPU no GPU fast path applies: the profiles would be one
+    out = profiles(r, args, {"plain": ["--no-cuda-graphs", "--no-space-to-depth"], "fast": []},
+                   {"fused_pool": ["--fused-pool"], "bias_after_pool": ["--bias-after-pool"]}, "profile-",
+                   smoke_only="fast")
     if r.smoke:
         out["plain"] = out["fast"]
     step = out["fast"]["step"]
@@ -168,18 +157,27 @@ def stage_paper_profile(r: Runner) -> dict:
              "--synthetic", "--device", "cpu"] if r.smoke else
             ["--model", "paper", "--batch-size", "256", "--steps", "10", "--warmup", "5", "--synthetic",
              "--device", "cuda"])
+    return profiles(r, args, {"default": []}, {"triton_lrn": ["--triton-lrn"]}, "profile-paper-",
+                    smoke_only="default")  # the Triton kernels need CUDA
+
+
+def profiles(r: Runner, args: list[str], main: dict[str, list[str]], candidates: dict[str, list[str]], prefix: str,
+             *, smoke_only: str) -> dict:
+    """`alexnet bench --profile ARGS EXTRA` for each named EXTRA, each table in PREFIX<name>.txt, the results by
+    name. A candidate's failure is recorded and the stage's main figures stand; a main one's ends the stage. A
+    smoke run profiles `smoke_only` alone."""
     out: dict = {}
-    for name, extra in {"default": [], "triton_lrn": ["--triton-lrn"]}.items():
-        if r.smoke and name != "default":  # the Triton kernels need CUDA
+    for name, extra in {**main, **candidates}.items():
+        if r.smoke and name != smoke_only:
             continue
         try:
             result = json.loads(r.alexnet("bench", "--profile", *args, *extra, "--json"))
-        except Exception as e:  # the candidate's failure is recorded; the default's ends the stage
-            if name == "default":
+        except Exception as e:
+            if name in main:
                 raise
             out[name] = {"error": one_line(e)}
             continue
-        (r.out / f"profile-paper-{name}.txt").write_text(format_profile_json(result))
+        (r.out / f"{prefix}{name}.txt").write_text(format_profile_json(result))
         out[name] = result
     return out
 
@@ -700,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 ARCHIVED = (".json", ".jsonl", ".md", ".txt", ".xml", ".yaml")  # results (config.yaml: what each run took), not data
-NOT_ARCHIVED = ("folder", "fmnist-")  # folders: the generated JPEGs and shards, the unpacked package
+NOT_ARCHIVED = re.compile(r"folder|fmnist-.*")  # folders: the generated JPEGs and shards, the unpacked package
 ARCHIVED_MAX_BYTES = 4 << 20
 
 
@@ -727,8 +725,7 @@ def archive_problem(path: Path) -> str | None:
 
 def data_folder(relative: Path) -> bool:
     """Whether `relative` lies in one of the NOT_ARCHIVED folders (folder.json, the folder stage's result, does not)."""
-    first = relative.parts[0]
-    return len(relative.parts) > 1 and (first == NOT_ARCHIVED[0] or first.startswith(NOT_ARCHIVED[1]))
+    return len(relative.parts) > 1 and NOT_ARCHIVED.fullmatch(relative.parts[0]) is not None
 
 
 def archive(out: Path, path: Path) -> int:
