@@ -8,6 +8,19 @@ so the modules, their `state_dict` and `alexnet summary` stay what the book and 
 * `forward`: the net's forward in the chosen forms (`FastForward`), and `pool_first`: a ReLU followed by a
   max-pool run as the max-pool, then the ReLU on the 4x smaller tensor (exact: ReLU is monotone).
 * `lrn`: the paper's local response normalisation as one autograd Function with its analytic backward.
+* `pool`, `relu_lrn`: Triton kernels (CUDA) for a max-pool with its ReLU, and for a ReLU with the paper's LRN.
 
-Imports only torch.
+Imports torch, and Triton where it is installed (`pool`, `relu_lrn`).
 """
+
+import torch
+
+
+def refuse_graph_of_backward(what: str, instead: str) -> None:
+    """Raise where an autograd Function's backward is asked for a graph of itself (create_graph=True: autograd
+    runs the backward with grad mode on): the Functions here compute their backward with in-place ops or kernels
+    that carry none. torch's once_differentiable would let autograd.grad drop the second-order terms without a word
+    where the loss also reaches the input another way (its error node hangs off a copy the input's graph never
+    reaches). The error names `what` and what to use `instead`."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{what} has no second derivative; {instead}")

@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet.kernels import refuse_graph_of_backward
+
 HALF = (torch.bfloat16, torch.float16)
 
 
@@ -122,11 +124,7 @@ class LRNFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        # Its in-place ops carry no graph. Asked for one (create_graph=True: autograd runs the backward with grad
-        # mode on), it raises; torch's once_differentiable would let autograd.grad drop the second-order terms
-        # without a word (its error node hangs off a copy that the input's graph never reaches).
-        if torch.is_grad_enabled():
-            raise RuntimeError("the fused LRN has no second derivative; use the plain module (train.fused_lrn: false)")
+        refuse_graph_of_backward("the fused LRN", "use the plain module (train.fused_lrn: false)")
         a, d = ctx.saved_tensors
         before, after = ctx.window
         with torch.autocast(g.device.type, enabled=False):

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet.kernels import refuse_graph_of_backward
+
 try:
     import triton
     import triton.language as tl
@@ -185,19 +187,15 @@ class MaxPool(torch.autograd.Function):
         if out.numel():
             with on_device(x.device):
                 _forward[grid(out.numel())](x, out, code, out.numel(), c, h, w, oh, ow, K=k, S=s, RELU=relu,
-                                             CODE=keep, CHANNELS_LAST=channels_last, INT64=needs_int64(x.numel()),
-                                             BLOCK=BLOCK)
+                                            CODE=keep, CHANNELS_LAST=channels_last, INT64=needs_int64(x.numel()),
+                                            BLOCK=BLOCK)
         ctx.save_for_backward(code)
         ctx.geometry = (x.shape, x.dtype, k, s, fmt, channels_last)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        # Asked for a graph of the backward (create_graph=True) it raises: the kernels carry none, and torch's
-        # once_differentiable would let autograd.grad drop the second-order terms where the loss also reaches x
-        # another way (alexnet.kernels.lrn says how).
-        if torch.is_grad_enabled():
-            raise RuntimeError("the Triton max-pool has no second derivative; use torch's (train.fused_pool: false)")
+        refuse_graph_of_backward("the Triton max-pool", "use torch's (train.fused_pool: false)")
         (code,) = ctx.saved_tensors
         shape, dtype, k, s, fmt, channels_last = ctx.geometry
         grad = grad.contiguous(memory_format=fmt)
@@ -206,8 +204,8 @@ class MaxPool(torch.autograd.Function):
         if grad_in.numel():
             with on_device(grad.device):
                 _backward[grid(grad_in.numel())](grad, code, grad_in, grad_in.numel(), c, h, w, code.shape[2],
-                                                  code.shape[3], K=k, S=s, CHANNELS_LAST=channels_last,
-                                                  INT64=needs_int64(grad_in.numel()), BLOCK=BLOCK)
+                                                 code.shape[3], K=k, S=s, CHANNELS_LAST=channels_last,
+                                                 INT64=needs_int64(grad_in.numel()), BLOCK=BLOCK)
         return grad_in, None, None, None
 
 

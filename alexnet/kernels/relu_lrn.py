@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet.kernels import lrn, pool
+from alexnet.kernels import lrn, pool, refuse_graph_of_backward
 
 try:
     import triton
@@ -166,8 +166,7 @@ class ReluLRN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        if torch.is_grad_enabled():  # create_graph=True: as alexnet.kernels.pool's, it raises rather than drop terms
-            raise RuntimeError("the Triton ReLU + LRN has no second derivative; use train.triton_lrn: false")
+        refuse_graph_of_backward("the Triton ReLU + LRN", "use train.triton_lrn: false")
         (x,) = ctx.saved_tensors
         g = g.contiguous(memory_format=ctx.fmt)
         grad_x = torch.empty_like(x, memory_format=ctx.fmt)
